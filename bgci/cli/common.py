@@ -1,0 +1,76 @@
+"""What every command shares: settings, a Docker client, progress output and --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field, is_dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bgci.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    import docker
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@dataclass
+class AppContext:
+    """The context object (click's ctx.obj): built once, clients made on first use."""
+
+    config_file: str | None = None
+    quiet: bool = False
+    _overrides: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(Path(self.config_file) if self.config_file else None)
+
+    @cached_property
+    def docker(self) -> docker.DockerClient:
+        from bgci.dockerhost import connect
+
+        return connect()
+
+    def log(self, message: str) -> None:
+        """Progress for humans: stderr, so stdout stays the result."""
+        if not self.quiet:
+            click.echo(message, err=True)
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def emit(value: Any, as_json: bool, text: str | None = None) -> None:
+    """Print a result: JSON for machines, else `text` (default: str(value))."""
+    if as_json:
+        click.echo(json.dumps(_plain(value), indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(text if text is not None else str(value))
+    sys.stdout.flush()
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: v for k, v in asdict(value).items() if k != "attrs"}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_key_values(pairs: tuple[str, ...], option: str) -> dict[str, str]:
+    """KEY=VALUE pairs from a repeated option; a clear usage error otherwise."""
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
+        result[key] = value
+    return result

@@ -1,0 +1,337 @@
+"""bgci.toml: the app's settings, validated once on load.
+
+Each section is a frozen dataclass; its fields, their type hints and their
+``field(metadata=...)`` limits are the schema. :func:`load_settings` reads the
+file, applies environment overrides and reports every problem at once, each
+naming the file, the key and what is allowed. Secrets are never read from the
+file or argv: only from environment variables (or files they point at).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bgci.errors import ConfigError
+
+CONFIG_FILE_NAME = "bgci.toml"
+APP_NAME_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$"  # a Docker repository path component
+ENV_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # also a DNS label, for preview hostnames
+
+
+def _limits(**kwargs: Any) -> Any:
+    """A dataclass field with validation metadata (choices, min, max, pattern, help)."""
+    default = kwargs.pop("default", dataclasses.MISSING)
+    factory = kwargs.pop("default_factory", dataclasses.MISSING)
+    return field(default=default, default_factory=factory, metadata=kwargs)
+
+
+# -- sections ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegistrySettings:
+    url: str = _limits(default="", help="host[:port] of the registry; empty = keep images local")
+    retry_seconds: float = _limits(default=60.0, min=0, max=3600)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    infrastructure_paths: list[str] = field(default_factory=lambda: ["Dockerfile"])
+    dependency_paths: list[str] = field(default_factory=list)
+    install_command: str = ""
+    app_dir: str = _limits(default="/app", pattern=r"^/.+", help="an absolute path")
+    dependency_dir: str = _limits(default="/app/local", pattern=r"^/.+", help="an absolute path")
+    revision_file: str = _limits(default="REVISION", pattern=r"^[^/]+$", help="a file name")
+    max_age_hours: float = _limits(default=24.0, min=0)
+    layer_budget: int = _limits(default=100, min=2, max=127)
+    args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    __test__ = False  # not a pytest test class
+
+    command: list[str] = field(
+        default_factory=lambda: [
+            "carton", "exec", "--", "prove", "-lvr", "--timer",
+            "--harness", "TAP::Harness::JUnit", "--merge", "t/",
+        ]
+    )
+    env: dict[str, str] = field(default_factory=lambda: {"WEB_APP_ENV": "jenkins"})
+    junit_path: str = _limits(default="/app/junit_output.xml", pattern=r"^/.+", help="an absolute path")
+    timeout: float = _limits(default=600.0, min=1, max=86400)
+    extra_packages: list[str] = field(default_factory=list)
+    results_dir: str = "test-results"
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    name: str
+    path: str = _limits(default="/", pattern=r"^/", help="a path starting with /")
+    method: str = _limits(default="GET", choices=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"])
+    status: int = _limits(default=200, min=100, max=599)
+    body_contains: str = ""
+    body_regex: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = _limits(default=5.0, min=0.01, max=600)
+
+
+@dataclass(frozen=True)
+class MarathonSettings:
+    urls: list[str] = field(default_factory=list)
+    cpus: float = _limits(default=0.25, min=0.01)
+    mem: float = _limits(default=128.0, min=8)
+    constraints: list[list[str]] = field(default_factory=list)
+    minimum_health_capacity: float = _limits(default=1.0, min=0, max=1)
+    maximum_over_capacity: float = _limits(default=1.0, min=0, max=1)
+    request_timeout: float = _limits(default=10.0, min=0.1, max=600)
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    scheduler: str = _limits(default="local", choices=["local", "marathon"])
+    instances: int = _limits(default=2, min=1, max=100)
+    container_port: int = _limits(default=8000, min=1, max=65535)
+    health_path: str = _limits(default="/health", pattern=r"^/", help="a path starting with /")
+    ready_timeout: float = _limits(default=60.0, min=1, max=3600)
+    bind_address: str = "127.0.0.1"
+    marathon: MarathonSettings = field(default_factory=MarathonSettings)
+
+
+@dataclass(frozen=True)
+class NginxSettings:
+    mode: str = _limits(default="embedded", choices=["embedded", "system"])
+    dir: str = ".bgci/nginx"
+    listen: str = "127.0.0.1:8080"
+    server_name: str = "web-app.localhost"
+    preview_domain: str = "preview.localhost"
+    nginx_binary: str = "nginx"
+    test_command: list[str] = field(default_factory=list)
+    reload_command: list[str] = field(default_factory=list)
+    env_header: str = _limits(default="X-Bgci-Environment", pattern=r"^[A-Za-z0-9-]+$", help="a header name")
+    state_file: str = ".bgci/state.json"
+    verify_timeout: float = _limits(default=10.0, min=0.1, max=600)
+
+
+@dataclass(frozen=True)
+class JenkinsSettings:
+    url: str = ""
+    jobs_dir: str = "jobs"
+    folder: str = ""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username/password or token pair; never printed (repr hides the secret)."""
+
+    username: str = ""
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.username or self.token)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything bgci knows about one app, built once and passed down."""
+
+    app: str = _limits(pattern=APP_NAME_PATTERN, help="lower-case letters, digits and . _ -")
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    build: BuildSettings = field(default_factory=BuildSettings)
+    test: TestSettings = field(default_factory=TestSettings)
+    smoke: list[SmokeCheck] = field(default_factory=list)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
+    nginx: NginxSettings = field(default_factory=NginxSettings)
+    jenkins: JenkinsSettings = field(default_factory=JenkinsSettings)
+    # Not from the file: where it was found, and secrets from the environment.
+    project_dir: Path = field(default=Path("."), metadata={"internal": True})
+    config_file: Path = field(default=Path(CONFIG_FILE_NAME), metadata={"internal": True})
+    registry_credentials: Credentials = field(default_factory=Credentials, metadata={"internal": True})
+    marathon_credentials: Credentials = field(default_factory=Credentials, metadata={"internal": True})
+    jenkins_credentials: Credentials = field(default_factory=Credentials, metadata={"internal": True})
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, resolved against the directory holding bgci.toml."""
+        return (self.project_dir / relative).resolve()
+
+    @property
+    def image_repository(self) -> str:
+        """`<registry>/<app>`, or just `<app>` when images stay local."""
+        return f"{self.registry.url}/{self.app}" if self.registry.url else self.app
+
+    @property
+    def from_scratch_repository(self) -> str:
+        return f"{self.image_repository}-from-scratch"
+
+
+# -- loading -----------------------------------------------------------------------------------------
+def find_config(start: Path | None = None) -> Path:
+    """bgci.toml in `start` (default: the current directory) or one of its parents."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_FILE_NAME} in {here} or its parents",
+        hint="run bgci from the app's directory or pass --config PATH",
+    )
+
+
+def load_settings(config_file: Path | None = None, environ: typing.Mapping[str, str] | None = None) -> Settings:
+    """Read, override from the environment, and validate; raise ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    path = Path(config_file) if config_file else find_config()
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file", hint=f"create {CONFIG_FILE_NAME} or pass --config PATH")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+    raw = _apply_environment(raw, environ)
+    problems: list[str] = []
+    values = _read_dataclass(Settings, raw, "", path, problems)
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems=[f"{path.name}: {p}" for p in problems])
+    return dataclasses.replace(
+        values,
+        project_dir=path.parent.resolve(),
+        config_file=path.resolve(),
+        registry_credentials=_credentials(environ, "BGCI_REGISTRY"),
+        marathon_credentials=_credentials(environ, "BGCI_MARATHON"),
+        jenkins_credentials=_jenkins_credentials(environ),
+    )
+
+
+def _apply_environment(raw: dict[str, Any], environ: typing.Mapping[str, str]) -> dict[str, Any]:
+    """Non-secret overrides: the environment wins over the file."""
+    raw = dict(raw)
+    overrides = {
+        "BGCI_REGISTRY": ("registry", "url"),
+        "BGCI_SCHEDULER": ("deploy", "scheduler"),
+        "BGCI_JENKINS_URL": ("jenkins", "url"),
+    }
+    for variable, (section, key) in overrides.items():
+        if environ.get(variable):
+            raw[section] = {**raw.get(section, {}), key: environ[variable]}
+    if environ.get("BGCI_MARATHON_URLS"):
+        deploy = dict(raw.get("deploy", {}))
+        urls = [u.strip() for u in environ["BGCI_MARATHON_URLS"].split(",") if u.strip()]
+        deploy["marathon"] = {**deploy.get("marathon", {}), "urls": urls}
+        raw["deploy"] = deploy
+    return raw
+
+
+def _secret(environ: typing.Mapping[str, str], name: str) -> str:
+    """NAME from the environment, or the content of the file NAME_FILE points at."""
+    if environ.get(name):
+        return environ[name]
+    file_name = environ.get(f"{name}_FILE")
+    if not file_name:
+        return ""
+    try:
+        return Path(file_name).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {file_name}: {exc.strerror}") from None
+
+
+def _credentials(environ: typing.Mapping[str, str], prefix: str) -> Credentials:
+    return Credentials(
+        username=environ.get(f"{prefix}_USERNAME", ""),
+        password=_secret(environ, f"{prefix}_PASSWORD"),
+        token=_secret(environ, f"{prefix}_TOKEN"),
+    )
+
+
+def _jenkins_credentials(environ: typing.Mapping[str, str]) -> Credentials:
+    return Credentials(
+        username=environ.get("JENKINS_USER", environ.get("BGCI_JENKINS_USERNAME", "")),
+        password=_secret(environ, "JENKINS_API_TOKEN") or _secret(environ, "BGCI_JENKINS_PASSWORD"),
+    )
+
+
+# -- the validator: walks a dataclass's fields and collects problems ---------------------------------
+def _read_dataclass(cls: type, table: Any, where: str, path: Path, problems: list[str]) -> Any:
+    if not isinstance(table, dict):
+        problems.append(f"{where or 'top level'}: expected a table, got {_kind(table)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in table:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            problems.append(f"{_join(where, key)}: unknown key (allowed: {allowed})")
+    values: dict[str, Any] = {}
+    for name, fld in fields.items():
+        key = _join(where, name)
+        if name not in table:
+            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
+                problems.append(f"{key}: required")
+            continue
+        values[name] = _read_value(hints[name], table[name], key, fld.metadata, path, problems)
+    try:
+        return cls(**values)
+    except TypeError:
+        return None  # a required field was missing; already reported
+
+
+def _read_value(hint: Any, value: Any, key: str, limits: typing.Mapping[str, Any], path: Path,
+                problems: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _read_dataclass(hint, value, key, path, problems)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if item_hint is str and isinstance(value, str) and key.endswith("command"):
+            return value.split()  # a command may be written as one string
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {_kind(value)}")
+            return []
+        if dataclasses.is_dataclass(item_hint):  # an array of tables, like [[smoke]]
+            return [_read_dataclass(item_hint, v, f"{key}[{i}]", path, problems) for i, v in enumerate(value)]
+        return [_read_value(item_hint, v, f"{key}[{i}]", {}, path, problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            problems.append(f"{key}: expected a table of strings")
+            return {}
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return _read_scalar(hint, value, key, limits, problems)
+
+
+def _read_scalar(hint: Any, value: Any, key: str, limits: typing.Mapping[str, Any], problems: list[str]) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        problems.append(f"{key}: expected {hint.__name__}, got {_kind(value)}")
+        return value
+    allowed = limits.get("help")
+    if "choices" in limits and value not in limits["choices"]:
+        problems.append(f"{key}: {value!r} is not allowed (allowed: {', '.join(limits['choices'])})")
+    if "min" in limits and value < limits["min"]:
+        problems.append(f"{key}: {value!r} is below the minimum {limits['min']}")
+    if "max" in limits and value > limits["max"]:
+        problems.append(f"{key}: {value!r} is above the maximum {limits['max']}")
+    if "pattern" in limits and not re.match(limits["pattern"], value):
+        problems.append(f"{key}: {value!r} is not allowed (allowed: {allowed or limits['pattern']})")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _kind(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)

@@ -1,0 +1,173 @@
+"""bgci's exception tree.
+
+Every error a user can cause or meet derives from :class:`BgciError`. Each class
+has an ``exit_code`` (click's convention: 1 generic, 2 usage/config, 3+ one per
+stage) and a message that fits on one line, names the input at fault and says
+what to do. Messages never contain credentials: build them from names, never
+from secret values.
+"""
+
+from __future__ import annotations
+
+
+class BgciError(Exception):
+    """Root of every error bgci raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+# -- configuration and input -------------------------------------------------------------------------
+class ConfigError(BgciError):
+    """bgci.toml is missing or invalid, or an option's value is not allowed."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[str] | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return super().__str__()
+        return "\n".join([self.message, *(f"  - {p}" for p in self.problems)])
+
+
+# -- git ---------------------------------------------------------------------------------------------
+class GitError(BgciError):
+    """The project is not a git repository, or a revision does not resolve."""
+
+    exit_code = 3
+
+
+class DirtyWorkTree(GitError):
+    """The work tree has uncommitted changes, so a sha would not name what is inside."""
+
+
+# -- docker and images -------------------------------------------------------------------------------
+class DockerUnavailable(BgciError):
+    """The Docker daemon does not answer."""
+
+    exit_code = 4
+
+
+class ImageNotFound(BgciError):
+    """An image (by reference, sha or digest) exists neither locally nor in the registry."""
+
+    exit_code = 4
+
+
+class BuildFailed(BgciError):
+    """A full or delta build did not produce an image; carries the last log lines."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, log_tail: list[str] | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.log_tail = log_tail or []
+
+    def __str__(self) -> str:
+        if not self.log_tail:
+            return super().__str__()
+        return "\n".join([super().__str__(), "last log lines:", *(f"  {line}" for line in self.log_tail)])
+
+
+class RegistryError(BgciError):
+    """A push or pull failed after its retries."""
+
+    exit_code = 6
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials (or asked for some)."""
+
+
+# -- tests -------------------------------------------------------------------------------------------
+class TestsFailed(BgciError):
+    """The suite or the smoke checks failed; the JUnit report says which."""
+
+    __test__ = False  # not a pytest test class
+    exit_code = 7
+
+
+# -- schedulers and environments ---------------------------------------------------------------------
+class SchedulerError(BgciError):
+    """A scheduler (local Docker or Marathon) could not do what was asked."""
+
+    exit_code = 8
+
+
+class SchedulerUnavailable(SchedulerError):
+    """No scheduler endpoint answered."""
+
+
+class EnvironmentNotFound(SchedulerError):
+    """No environment of that name exists."""
+
+
+class EnvironmentExists(SchedulerError):
+    """An environment of that name exists already."""
+
+
+class EnvironmentFailed(SchedulerError):
+    """An environment did not become ready; carries the instances' last messages."""
+
+    def __init__(self, message: str, details: list[str] | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.details = details or []
+
+    def __str__(self) -> str:
+        if not self.details:
+            return super().__str__()
+        return "\n".join([super().__str__(), *(f"  {line}" for line in self.details)])
+
+
+class MarathonAPIError(SchedulerError):
+    """Marathon answered with an error status."""
+
+    def __init__(self, message: str, status_code: int | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.status_code = status_code
+
+    def is_client_error(self) -> bool:
+        return self.status_code is not None and 400 <= self.status_code < 500
+
+    def is_server_error(self) -> bool:
+        return self.status_code is not None and self.status_code >= 500
+
+
+class DeploymentInProgress(MarathonAPIError):
+    """409: the app is locked by a running deployment."""
+
+    def __init__(self, message: str, deployment_ids: list[str] | None = None, **kwargs: object) -> None:
+        super().__init__(message, status_code=409, **kwargs)  # type: ignore[arg-type]
+        self.deployment_ids = deployment_ids or []
+
+
+# -- router ------------------------------------------------------------------------------------------
+class RouterError(BgciError):
+    """nginx could not be configured, reloaded or verified; the previous state was restored."""
+
+    exit_code = 9
+
+
+class NginxConfigInvalid(RouterError):
+    """`nginx -t` refused the configuration."""
+
+
+class LockHeld(RouterError):
+    """Another promote or rollback holds the lock."""
+
+
+# -- jenkins -----------------------------------------------------------------------------------------
+class JenkinsError(BgciError):
+    """Jenkins refused or failed a request."""
+
+    exit_code = 10

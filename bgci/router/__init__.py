@@ -1,0 +1,1 @@
+"""The nginx router: preview hostnames, promote and rollback."""

@@ -1,0 +1,34 @@
+"""Scheduler backends: the local Docker engine (default, one host) and Marathon (clusters).
+
+Both implement :class:`bgci.schedulers.base.Scheduler`; :func:`get_scheduler`
+picks one from the settings (or an explicit name) and imports only that one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from bgci.errors import ConfigError
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, Scheduler
+
+if TYPE_CHECKING:
+    from bgci.config import Settings
+
+__all__ = ["BACKENDS", "Environment", "EnvironmentSpec", "Instance", "Scheduler", "get_scheduler"]
+
+# name -> "module:class"; each class is built as Class.from_settings(settings)
+BACKENDS = {
+    "local": "bgci.schedulers.local:LocalScheduler",
+    "marathon": "bgci.schedulers.marathon:MarathonScheduler",
+}
+
+
+def get_scheduler(settings: Settings, name: str | None = None) -> Scheduler:
+    """The backend `name` (default: deploy.scheduler in bgci.toml), configured from the settings."""
+    name = name or settings.deploy.scheduler
+    if name not in BACKENDS:
+        raise ConfigError(f"--scheduler {name!r}: unknown (allowed: {', '.join(BACKENDS)})")
+    module_name, class_name = BACKENDS[name].split(":")
+    backend = getattr(importlib.import_module(module_name), class_name)
+    return backend.from_settings(settings)

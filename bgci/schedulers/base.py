@@ -1,0 +1,119 @@
+"""The one small interface every scheduler backend implements.
+
+An environment is one image (by digest, with its git sha) times N instances.
+Its metadata lives on the scheduler's own objects (Docker labels, Marathon
+labels), so bgci keeps no private state that could drift from what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+# Label keys written on every container / Marathon app of an environment.
+LABEL_APP = "io.bgci.app"
+LABEL_ENV = "io.bgci.env"
+LABEL_SHA = "io.bgci.sha"
+LABEL_DIGEST = "io.bgci.digest"
+LABEL_IMAGE = "io.bgci.image"
+LABEL_CREATED_AT = "io.bgci.created-at"
+LABEL_CREATED_BY = "io.bgci.created-by"
+LABEL_HEALTH_PATH = "io.bgci.health-path"
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as progress(healthy_instances, wanted_instances) while waiting."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running copy of an environment's image, reachable at host:port."""
+
+    id: str
+    host: str
+    port: int
+    state: str  # scheduler's word: running, starting, exited, TASK_RUNNING, ...
+    healthy: bool | None = None  # None: not checked (yet)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """What to create: everything a backend needs, nothing it must look up."""
+
+    name: str
+    app: str
+    sha: str
+    image: str  # the reference to run: an image id or repo@sha256:digest
+    digest: str
+    instances: int
+    container_port: int
+    health_path: str
+    created_by: str
+    created_at: str  # ISO 8601, UTC
+    env: dict[str, str] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_APP: self.app,
+            LABEL_ENV: self.name,
+            LABEL_SHA: self.sha,
+            LABEL_DIGEST: self.digest,
+            LABEL_IMAGE: self.image,
+            LABEL_CREATED_AT: self.created_at,
+            LABEL_CREATED_BY: self.created_by,
+            LABEL_HEALTH_PATH: self.health_path,
+        }
+
+
+@dataclass(frozen=True)
+class Environment:
+    """An environment as the scheduler reports it now."""
+
+    name: str
+    app: str
+    sha: str
+    image: str
+    digest: str
+    wanted_instances: int
+    created_at: str
+    created_by: str
+    scheduler: str
+    instances: tuple[Instance, ...] = ()
+    attrs: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # raw server data
+
+    @property
+    def healthy_instances(self) -> tuple[Instance, ...]:
+        return tuple(i for i in self.instances if i.healthy)
+
+    @property
+    def is_ready(self) -> bool:
+        return len(self.healthy_instances) == self.wanted_instances == len(self.instances)
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """Create, wait for, inspect, scale and destroy environments of one app."""
+
+    name: str  # "local" or "marathon"
+
+    def create(self, spec: EnvironmentSpec) -> Environment:
+        """Start spec.instances instances; raise EnvironmentExists if the name is taken."""
+
+    def wait_until_ready(self, name: str, timeout: float, progress: ProgressCallback | None = None) -> Environment:
+        """Block until every instance is healthy; raise EnvironmentFailed with the reason otherwise."""
+
+    def get(self, name: str) -> Environment:
+        """The environment with its instances and their health; raise EnvironmentNotFound."""
+
+    def list(self) -> list[Environment]:
+        """Every environment of this app, oldest first."""
+
+    def scale(self, name: str, instances: int) -> Environment:
+        """Change the number of instances (does not wait: call wait_until_ready)."""
+
+    def destroy(self, name: str) -> None:
+        """Remove every instance and the environment; raise EnvironmentNotFound."""

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Prepare this machine for bgci: system packages, a running dockerd, the local
+# Debian base image and the Python package with its test extras.
+# Idempotent and quick (a few seconds) when everything is already there.
+set -euo pipefail
+
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BASE_IMAGE=${BGCI_BASE_IMAGE:-bgci-base:bookworm}
+DEBIAN_MIRROR=${BGCI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PACKAGES=(docker.io docker-registry nginx debootstrap groovy apache2-utils git)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+install_packages() {
+  local missing=()
+  for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # --no-install-recommends keeps docker.io from pulling in extras we never use.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The packages' own services are not wanted: bgci runs nginx and the registry itself.
+  for svc in nginx docker-registry; do
+    pkill -f "^/usr/sbin/$svc" 2>/dev/null || true
+    pkill -f "^/usr/bin/$svc" 2>/dev/null || true
+  done
+}
+
+docker_answers() { timeout 5 docker version >/dev/null 2>&1; }
+
+start_dockerd() {
+  docker_answers && return 0
+  if ! pgrep -x dockerd >/dev/null; then
+    # A killed daemon leaves its pid file behind, which stops the next start.
+    rm -f /var/run/docker.pid
+    log "starting dockerd"
+    nohup dockerd >/var/log/bgci-dockerd.log 2>&1 &
+  fi
+  for _ in $(seq 1 60); do
+    docker_answers && return 0
+    sleep 0.5
+  done
+  log "dockerd did not answer within 30 s; see /var/log/bgci-dockerd.log"
+  tail -n 20 /var/log/bgci-dockerd.log >&2 || true
+  exit 1
+}
+
+make_base_image() {
+  docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+  log "making base image $BASE_IMAGE with debootstrap (about a minute)"
+  local root
+  root=$(mktemp -d /tmp/bgci-rootfs.XXXXXX)
+  debootstrap --variant=minbase bookworm "$root" "$DEBIAN_MIRROR" >/tmp/bgci-debootstrap.log 2>&1 || {
+    tail -n 20 /tmp/bgci-debootstrap.log >&2; exit 1; }
+  # Same sources inside the image as a debian:bookworm-slim image has.
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$DEBIAN_MIRROR" "$DEBIAN_MIRROR" \
+    >"$root/etc/apt/sources.list"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  rm -rf "$root"
+}
+
+install_python_package() {
+  if python3 -c 'import bgci, pytest, ruff' 2>/dev/null \
+     && [ "$(python3 -c 'import bgci,os;print(os.path.dirname(os.path.dirname(bgci.__file__)))')" = "$REPO_DIR" ]; then
+    return 0
+  fi
+  log "installing bgci with its test extras"
+  python3 -m pip install -q -e "$REPO_DIR[test]"
+}
+
+install_packages
+start_dockerd
+install_python_package
+make_base_image
+log "ready: docker $(docker version --format '{{.Server.Version}}'), base image $BASE_IMAGE"

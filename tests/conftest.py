@@ -1,0 +1,71 @@
+"""Fixtures over the real parts: the Docker engine, the local base image, a loopback registry.
+
+Integration tests do not skip when a part is missing: CI installs everything
+(scripts/setup.sh), so a missing part is a failure to report, not to hide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from bgci.config import Settings, load_settings
+from tests.support import BASE_IMAGE, Registry, make_sample_repo, unique_app_name
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    from bgci.dockerhost import connect
+
+    client = connect()
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"base image {BASE_IMAGE} is missing: run scripts/setup.sh")
+    return client
+
+
+@pytest.fixture(scope="session")
+def session_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    registry = Registry(tmp_path_factory.mktemp("registry")).start()
+    yield registry
+    registry.stop()
+
+
+def remove_app_images(client: docker.DockerClient, app: str) -> None:
+    """Remove every image tag of one (test-unique) app name."""
+    for image in client.images.list():
+        for tag in image.tags:
+            repository = tag.rsplit(":", 1)[0].rsplit("/", 1)[-1]
+            if repository in (app, f"{app}-from-scratch", f"{app}-test"):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag, force=True)
+
+
+class SampleBuild:
+    """The sample app in a git repo of its own, with a full build of its first commit."""
+
+    def __init__(self, repo: Path, settings: Settings, sha: str, result: object) -> None:
+        self.repo, self.settings, self.sha, self.result = repo, settings, sha, result
+
+    @property
+    def app(self) -> str:
+        return self.settings.app
+
+
+@pytest.fixture(scope="session")
+def sample_build(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[SampleBuild]:
+    """One full build of the sample app per test session, shared by every suite that needs an image."""
+    from bgci import build as builds
+
+    app = unique_app_name("webapp")
+    repo = make_sample_repo(tmp_path_factory.mktemp("sample"), app)
+    settings = load_settings(repo / "bgci.toml")
+    source = builds.Source.open(settings, "HEAD")
+    result = builds.build_full(docker_client, settings, source, build_args={}, push=False, log=lambda _: None)
+    yield SampleBuild(repo, settings, source.sha, result)
+    remove_app_images(docker_client, app)

@@ -1,0 +1,105 @@
+"""Test helpers shared by every suite: real git repos of the sample app and a real registry.
+
+Nothing here fakes a server: the registry is Debian's docker-registry (Docker
+Distribution) on loopback, the repos are real git repositories.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_APP = REPO_ROOT / "examples" / "web-app"
+BASE_IMAGE = "bgci-base:bookworm"
+REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique_app_name(prefix: str = "bgcitest") -> str:
+    """An app name no other test run on this daemon uses, so cleanup never touches others' images."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def make_sample_repo(directory: Path, app: str, registry: str = "", extra_toml: str = "") -> Path:
+    """A fresh git repository holding a copy of the sample app, with `app` as its name."""
+    repo = directory / "web-app"
+    shutil.copytree(SAMPLE_APP, repo, ignore=shutil.ignore_patterns("local", "junit_output.xml", "REVISION"))
+    config = repo / "bgci.toml"
+    text = config.read_text().replace('app = "web-app"', f'app = "{app}"', 1)
+    text = text.replace('url = ""', f'url = "{registry}"', 1)
+    text = text.replace('BASE_IMAGE = "debian:bookworm-slim"', f'BASE_IMAGE = "{BASE_IMAGE}"', 1)
+    config.write_text(text + extra_toml)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "ci@bgci.test")
+    git(repo, "config", "user.name", "bgci tests")
+    commit_all(repo, "sample app")
+    return repo
+
+
+class Registry:
+    """Docker Distribution served on 127.0.0.1, optionally behind htpasswd auth; stoppable mid-test."""
+
+    def __init__(self, workdir: Path, htpasswd: tuple[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if htpasswd:
+            user, password = htpasswd
+            hashed = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True,
+                                    text=True).stdout.strip()
+            (workdir / "htpasswd").write_text(hashed + "\n")
+            auth = f"auth:\n  htpasswd:\n    realm: bgci-test\n    path: {workdir / 'htpasswd'}\n"
+        (workdir / "config.yml").write_text(
+            "version: 0.1\nlog:\n  level: error\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.address}\n{auth}"
+        )
+
+    def start(self) -> Registry:
+        with open(self.workdir / "log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(self.workdir / "config.yml")],
+                                            stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://{self.address}/v2/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"docker-registry did not start; see {self.workdir / 'log'}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stored_bytes(self) -> int:
+        """Bytes of blobs the registry holds: what pushes really sent."""
+        blobs = self.workdir / "data" / "docker" / "registry" / "v2" / "blobs"
+        return sum(f.stat().st_size for f in blobs.rglob("data") if f.is_file()) if blobs.exists() else 0
