@@ -107,7 +107,9 @@ def plan_build(client: docker.DockerClient, settings: Settings, source: Source, 
 
 # -- full build --------------------------------------------------------------------------------------
 def build_full(client: docker.DockerClient, settings: Settings, source: Source, *,
-               build_args: dict[str, str], push: bool, log: Log) -> BuildResult:
+               build_args: dict[str, str], push: bool, log: Log, use_cache: bool = True) -> BuildResult:
+    """`docker build` of the commit. The scheduled (daily) rebuild passes use_cache=False, so that
+    OS packages really are fetched again rather than taken from the build cache."""
     commit = source.repo.commit(source.sha)
     dockerfile = _join(source.context_prefix, settings.build.dockerfile)
     if not _exists_in(commit, dockerfile):
@@ -119,7 +121,7 @@ def build_full(client: docker.DockerClient, settings: Settings, source: Source, 
     log(f"full build of {source.sha[:12]} ({len(context.getbuffer()) // 1024} KiB context)")
     stream = client.api.build(fileobj=context, custom_context=True, dockerfile=settings.build.dockerfile,
                               buildargs={**settings.build.args, **build_args}, labels=labels,
-                              rm=True, forcerm=True, decode=True)
+                              rm=True, forcerm=True, nocache=not use_cache, decode=True)
     image_id = _follow_build(stream, log)
     tags = [f"{settings.from_scratch_repository}:{source.sha}", f"{settings.from_scratch_repository}:latest",
             f"{settings.image_repository}:{source.sha}"]
@@ -166,8 +168,7 @@ def build_delta(client: docker.DockerClient, settings: Settings, source: Source,
 
     container = client.containers.create(
         base.id, name=f"bgci-delta-{source.sha[:12]}-{datetime.now(UTC):%H%M%S%f}",
-        entrypoint=["/bin/sh", DELTA_SCRIPT] if script else None,
-        user="0" if script and base_config.get("User") else None,
+        **(_script_override(base_config) if script else {}),
     )
     try:
         layer = context_tar(commit, source.context_prefix, settings.build.revision_file, only=changed,
@@ -199,6 +200,19 @@ def delta_script(settings: Settings, deleted: list[str], reinstall: bool) -> str
         lines.append(f"rm -rf -- {shlex.quote(settings.build.dependency_dir)}")
         lines.append(settings.build.install_command)
     return "\n".join(lines) + "\n"
+
+
+def _script_override(base_config: dict[str, object]) -> dict[str, object]:
+    """How to make the container run the delta script without leaking into the committed config.
+
+    On commit the daemon fills every field left empty in the given config from the container's
+    own, so only override a field the base image sets (it is restored from the base on commit).
+    """
+    command = ["/bin/sh", DELTA_SCRIPT]
+    override: dict[str, object] = {"entrypoint": command} if base_config.get("Entrypoint") else {"command": command}
+    if base_config.get("User"):
+        override["user"] = "0"  # deletions and installs need root; the base's USER is restored on commit
+    return override
 
 
 def _run_script(container: docker.models.containers.Container, script: str, log: Log) -> None:
@@ -349,10 +363,11 @@ def _relative_prefix(directory: Path, root: Path) -> str:
 
 
 def build_auto(client: docker.DockerClient, settings: Settings, source: Source, *,
-               build_args: dict[str, str], push: bool, log: Log) -> BuildResult:
+               build_args: dict[str, str], push: bool, log: Log, use_cache: bool = True) -> BuildResult:
     """Plan, then build what the plan names."""
     plan = plan_build(client, settings, source, log)
     log(f"plan: {plan.kind} ({'; '.join(plan.reasons)})")
     if plan.kind == "full":
-        return build_full(client, settings, source, build_args=build_args, push=push, log=log)
+        return build_full(client, settings, source, build_args=build_args, push=push, log=log,
+                          use_cache=use_cache)
     return build_delta(client, settings, source, plan, push=push, log=log)

@@ -6,13 +6,17 @@ Distribution) on loopback, the repos are real git repositories.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import shutil
 import socket
 import subprocess
+import tarfile
 import time
 import uuid
 from pathlib import Path
 
+import docker
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,3 +107,42 @@ class Registry:
         """Bytes of blobs the registry holds: what pushes really sent."""
         blobs = self.workdir / "data" / "docker" / "registry" / "v2" / "blobs"
         return sum(f.stat().st_size for f in blobs.rglob("data") if f.is_file()) if blobs.exists() else 0
+
+
+def image_tree(client: docker.DockerClient, image: str, path: str) -> dict[str, tuple[str, int, str]]:
+    """{relative path: (type, mode, sha256 of content or link target)} of a directory in an image.
+
+    Read through a created (never started) container and the archive API, like `docker cp`.
+    """
+    container = client.containers.create(image, entrypoint=["/bin/true"])
+    try:
+        stream, _ = container.get_archive(path)
+        data = b"".join(stream)
+    finally:
+        container.remove(force=True)
+    tree: dict[str, tuple[str, int, str]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            name = member.name.split("/", 1)[1] if "/" in member.name else "."
+            if member.isfile():
+                content = tar.extractfile(member).read()  # type: ignore[union-attr]
+                tree[name] = ("file", member.mode, hashlib.sha256(content).hexdigest())
+            elif member.issym():
+                tree[name] = ("link", member.mode, member.linkname)
+            elif member.isdir():
+                tree[name] = ("dir", member.mode, "")
+    return tree
+
+
+def read_file_in_image(client: docker.DockerClient, image: str, path: str) -> str | None:
+    """A file's text read through the archive API, or None when the image has no such file."""
+    container = client.containers.create(image, entrypoint=["/bin/true"])
+    try:
+        stream, _ = container.get_archive(path)
+        data = b"".join(stream)
+    except docker.errors.NotFound:
+        return None
+    finally:
+        container.remove(force=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.extractfile(tar.getmembers()[0]).read().decode()  # type: ignore[union-attr]

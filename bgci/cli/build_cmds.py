@@ -52,6 +52,8 @@ def _build_options(command: click.Command) -> click.Command:
                      help="Push to the registry (default: push when a registry is configured)."),
         click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
                      help="Build argument (adds to [build.args]); repeatable."),
+        click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
+                     help="Use Docker's build cache for a full build (the daily rebuild uses --no-cache)."),
         json_option,
         pass_app,
     ]):
@@ -61,18 +63,20 @@ def _build_options(command: click.Command) -> click.Command:
 
 @build.command()
 @_build_options
-def full(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], as_json: bool) -> None:
+def full(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], use_cache: bool,
+         as_json: bool) -> None:
     """`docker build` of REV: tags <app>-from-scratch:<sha>, :latest and <app>:<sha>."""
     source = builds.Source.open(app.settings, rev)
     result = builds.build_full(app.docker, app.settings, source,
                                build_args=parse_key_values(build_args, "--build-arg"),
-                               push=_should_push(app, push), log=app.log)
+                               push=_should_push(app, push), log=app.log, use_cache=use_cache)
     _report(result, as_json)
 
 
 @build.command()
 @_build_options
-def delta(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], as_json: bool) -> None:
+def delta(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], use_cache: bool,
+          as_json: bool) -> None:
     """Lay REV's changes onto the newest from-scratch image (reinstalling deps when they changed)."""
     source = builds.Source.open(app.settings, rev)
     result = builds.build_delta(app.docker, app.settings, source,
@@ -83,12 +87,13 @@ def delta(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, .
 
 @build.command()
 @_build_options
-def auto(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], as_json: bool) -> None:
+def auto(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], use_cache: bool,
+         as_json: bool) -> None:
     """Plan, then run the build the plan names."""
     source = builds.Source.open(app.settings, rev)
     result = builds.build_auto(app.docker, app.settings, source,
                                build_args=parse_key_values(build_args, "--build-arg"),
-                               push=_should_push(app, push), log=app.log)
+                               push=_should_push(app, push), log=app.log, use_cache=use_cache)
     _report(result, as_json)
 
 
