@@ -141,8 +141,10 @@ def test_code_delta_equals_a_full_build_of_the_same_commit(project: Project, ful
     assert {p: v for p, v in delta_tree.items() if p not in volatile and v[0] != "dir"} == \
            {p: v for p, v in scratch_tree.items() if p not in volatile and v[0] != "dir"}
     assert {p for p in delta_tree if p in volatile} == volatile  # same files, only install times differ
+    delta_config = config_of(project.client, delta.image_id)
+    scratch_config = config_of(project.client, scratch.image_id)
     for key in KEPT_CONFIG:
-        assert config_of(project.client, delta.image_id).get(key) == config_of(project.client, scratch.image_id).get(key)
+        assert delta_config.get(key) == scratch_config.get(key), key
 
 
 def test_deps_delta_reinstalls_and_old_modules_are_gone(project: Project, full: BuildResult) -> None:
