@@ -119,6 +119,9 @@ class NginxSettings:
     env_header: str = _limits(default="X-Bgci-Environment", pattern=r"^[A-Za-z0-9-]+$", help="a header name")
     state_file: str = ".bgci/state.json"
     verify_timeout: float = _limits(default=10.0, min=0.1, max=600)
+    # What promote asks nginx for to prove the switch: the env header, and (verify_sha) the sha in the body.
+    verify_path: str = _limits(default="/", pattern=r"^/[^\s]*$", help="a path starting with /")
+    verify_sha: bool = True
 
 
 @dataclass(frozen=True)

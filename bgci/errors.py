@@ -96,6 +96,13 @@ class TestsFailed(BgciError):
     __test__ = False  # not a pytest test class
     exit_code = 7
 
+    def __init__(self, message: str, suite_exit_code: int | None = None, report_file: str = "",
+                 **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.report_file = report_file
+        if suite_exit_code:  # the suite's own non-zero status passes through to the shell (and Jenkins)
+            self.exit_code = suite_exit_code
+
 
 # -- schedulers and environments ---------------------------------------------------------------------
 class SchedulerError(BgciError):
@@ -164,6 +171,22 @@ class NginxConfigInvalid(RouterError):
 
 class LockHeld(RouterError):
     """Another promote or rollback holds the lock."""
+
+
+class NginxNotRunning(RouterError):
+    """The embedded nginx is not running (start it with `bgci router start`)."""
+
+
+class UnsafeUpstream(RouterError, ValueError):
+    """A scheduler reported a host, port or name that cannot safely go into the nginx config."""
+
+
+class VerificationFailed(RouterError):
+    """After the reload, nginx did not serve the name from the expected environment."""
+
+
+class EnvironmentUnhealthy(RouterError):
+    """An instance failed its health check, so the environment may not take (or keep) traffic."""
 
 
 # -- jenkins -----------------------------------------------------------------------------------------

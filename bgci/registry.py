@@ -18,7 +18,7 @@ import tenacity
 from docker.errors import APIError, NotFound
 
 from bgci.config import Credentials
-from bgci.errors import ImageNotFound, RegistryAuthError, RegistryError
+from bgci.errors import BgciError, ImageNotFound, RegistryAuthError, RegistryError
 
 Log = Callable[[str], None]
 
@@ -101,7 +101,7 @@ def _consume(stream: Iterable[dict[str, Any]], what: str, log: Log) -> dict[str,
     return aux
 
 
-def _classify(what: str, message: str) -> RegistryError:
+def _classify(what: str, message: str) -> BgciError:
     message = message.strip().splitlines()[0][:300] if message.strip() else "unknown error"
     if _AUTH_PATTERNS.search(message):
         return RegistryAuthError(
@@ -109,7 +109,7 @@ def _classify(what: str, message: str) -> RegistryError:
             hint="set BGCI_REGISTRY_USERNAME and BGCI_REGISTRY_PASSWORD (or _PASSWORD_FILE), or docker login",
         )
     if _NOT_FOUND_PATTERNS.search(message):
-        return ImageNotFound(f"{what}: not found in the registry: {message}")  # type: ignore[return-value]
+        return ImageNotFound(f"{what}: not found in the registry: {message}")
     if _TRANSIENT_PATTERNS.search(message):
         return TransientRegistryError(f"{what}: {message}")
     return RegistryError(f"{what}: {message}")
