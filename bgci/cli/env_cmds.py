@@ -1,0 +1,195 @@
+"""bgci env create | list | show | backends | scale | destroy: environments of the app by git sha.
+
+No prompts anywhere: Jenkins runs these unattended, and `destroy` names one environment exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from bgci import environments
+from bgci.cli.common import AppContext, emit, json_option, parse_key_values, pass_app
+from bgci.environments import SHORT_SHA, EnvironmentService
+from bgci.images import resolve_image
+from bgci.schedulers import BACKENDS, get_scheduler
+from bgci.schedulers.base import Environment, ProgressCallback
+
+scheduler_option = click.option(
+    "--scheduler", type=click.Choice(sorted(BACKENDS)), default=None,
+    help="Backend to use (default: deploy.scheduler in bgci.toml, or BGCI_SCHEDULER).")
+timeout_option = click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                              help="How long to wait for every instance to be healthy (default: deploy.ready_timeout).")
+
+
+def _service(app: AppContext, scheduler: str | None) -> EnvironmentService:
+    settings = app.settings
+    return EnvironmentService(get_scheduler(settings, scheduler), settings, log=app.log,
+                              resolve=lambda reference: resolve_image(app.docker, settings, reference, app.log))
+
+
+def _check(name: str | None = None, instances: int | None = None, timeout: float | None = None) -> None:
+    """Refuse bad input before Docker or Marathon is contacted (the service checks again)."""
+    if name is not None:
+        environments.validate_name(name)
+    if instances is not None:
+        environments.validate_instances(instances)
+    if timeout is not None:
+        environments.validate_timeout(timeout)
+
+
+def _progress(app: AppContext) -> ProgressCallback:
+    """'healthy 2/3 (1.4s)' on stderr, once per change."""
+    started, last = time.monotonic(), [(-1, -1)]
+
+    def report(healthy: int, wanted: int) -> None:
+        if (healthy, wanted) != last[0]:
+            last[0] = (healthy, wanted)
+            app.log(f"healthy {healthy}/{wanted} ({time.monotonic() - started:.1f}s)")
+
+    return report
+
+
+@click.group()
+def env() -> None:
+    """Environments: one image (by git sha) times N instances, on the local engine or Marathon."""
+
+
+@env.command()
+@click.option("--sha", help="Git sha (40 characters) of a built commit: runs <app>:<sha>.")
+@click.option("--image", help="Image reference to run instead (its revision label gives the sha).")
+@click.option("--name", help="Environment name (default: <app>-<first 12 of sha>).")
+@click.option("--instances", type=int, default=None, help="Number of instances (default: deploy.instances).")
+@scheduler_option
+@timeout_option
+@click.option("--keep-failed", is_flag=True, help="Keep the instances of a failed create for inspection.")
+@click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Environment variable; repeatable.")
+@json_option
+@pass_app
+def create(app: AppContext, sha: str | None, image: str | None, name: str | None, instances: int | None,
+           scheduler: str | None, timeout: float | None, keep_failed: bool, env_vars: tuple[str, ...],
+           as_json: bool) -> None:
+    """Start N instances of a commit; wait until healthy.
+
+    Healthy: every instance answers the health path (deploy.health_path) with 2xx.
+    A failed create removes its instances unless --keep-failed.
+    """
+    if not (sha or image):
+        raise click.UsageError("pass --sha SHA or --image REF")
+    variables = parse_key_values(env_vars, "--env")
+    _check(name=name, instances=instances, timeout=timeout)
+    service = _service(app, scheduler)
+    spec = service.spec_for(sha=sha, image=image, name=name, instances=instances, env=variables)
+    result = service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=_progress(app))
+    emit(_as_dict(result), as_json, _describe(result))
+
+
+@env.command(name="list")
+@scheduler_option
+@json_option
+@pass_app
+def list_(app: AppContext, scheduler: str | None, as_json: bool) -> None:
+    """List the app's environments, oldest first.
+
+    Each with its sha, healthy/wanted instances, and who created it when.
+    """
+    found = _service(app, scheduler).list()
+    if not found and not as_json:
+        app.log(f"no environments of {app.settings.app}")
+        return
+    lines = [f"{'NAME':<40} {'SHA':<12} {'HEALTHY':>7}  {'CREATED':<20} BY"]
+    lines += [f"{e.name:<40} {e.sha[:SHORT_SHA]:<12} {_health(e):>7}  {e.created_at:<20} {e.created_by}"
+              for e in found]
+    emit([_as_dict(e) for e in found], as_json, "\n".join(lines))
+
+
+@env.command()
+@click.argument("name")
+@scheduler_option
+@json_option
+@pass_app
+def show(app: AppContext, name: str, scheduler: str | None, as_json: bool) -> None:
+    """Show an environment and its instances.
+
+    Its sha, image digest, who created it when, and each instance's address and health.
+    """
+    environment = _service(app, scheduler).get(name)
+    emit(_as_dict(environment), as_json, _describe(environment))
+
+
+@env.command()
+@click.argument("name")
+@scheduler_option
+@json_option
+@pass_app
+def backends(app: AppContext, name: str, scheduler: str | None, as_json: bool) -> None:
+    """Print host:port of each instance, one a line.
+
+    Running instances only: what an nginx upstream block needs.
+    """
+    environment = _service(app, scheduler).get(name)
+    addresses = [i.address for i in environment.instances if i.port]
+    emit(addresses, as_json, "\n".join(addresses))
+
+
+@env.command()
+@click.argument("name")
+@click.argument("instances", type=int)
+@scheduler_option
+@timeout_option
+@json_option
+@pass_app
+def scale(app: AppContext, name: str, instances: int, scheduler: str | None, timeout: float | None,
+          as_json: bool) -> None:
+    """Scale NAME to INSTANCES; wait until healthy.
+
+    Scaling out adds the next indexes; scaling in removes the highest. A failed
+    scale-out goes back to the previous count.
+    """
+    _check(instances=instances, timeout=timeout)
+    environment = _service(app, scheduler).scale(name, instances, timeout=timeout, progress=_progress(app))
+    emit(_as_dict(environment), as_json, _describe(environment))
+
+
+@env.command()
+@click.argument("name")
+@scheduler_option
+@json_option
+@pass_app
+def destroy(app: AppContext, name: str, scheduler: str | None, as_json: bool) -> None:
+    """Stop and remove every instance of NAME.
+
+    No prompt: Jenkins runs it unattended, and NAME names one environment exactly.
+    """
+    _service(app, scheduler).destroy(name)
+    emit({"destroyed": name}, as_json, f"destroyed {name}")
+
+
+# -- output ------------------------------------------------------------------------------------------
+def _health(environment: Environment) -> str:
+    return f"{len(environment.healthy_instances)}/{environment.wanted_instances}"
+
+
+def _as_dict(environment: Environment) -> dict[str, Any]:
+    data = {k: v for k, v in asdict(environment).items() if k != "attrs"}
+    data["instances"] = [{**asdict(i), "address": i.address} for i in environment.instances]
+    data["ready"] = environment.is_ready
+    data["healthy_instances"] = len(environment.healthy_instances)
+    return data
+
+
+def _describe(environment: Environment) -> str:
+    lines = [
+        f"{environment.name}: {_health(environment)} healthy ({environment.scheduler})",
+        f"  sha      {environment.sha}",
+        f"  image    {environment.image}",
+        f"  digest   {environment.digest}",
+        f"  created  {environment.created_at} by {environment.created_by}",
+    ]
+    for instance in environment.instances:
+        health = {True: "healthy", False: "unhealthy", None: "-"}[instance.healthy]
+        lines.append(f"  {instance.id:<30} {instance.address:<22} {instance.state:<10} {health}")
+    return "\n".join(lines)

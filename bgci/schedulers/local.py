@@ -1,0 +1,420 @@
+"""The local backend: an environment is N containers on this Docker engine.
+
+Each instance is a container named `<env>.<index>` (index from 1), labelled
+with the spec's labels plus its index, publishing the app's port on a random
+host port of `bind_address`. Everything `get`/`list` report is read back from
+the containers, so there is no state of ours to drift.
+
+Reads use the engine's container listing, not `inspect`: inspect blocks while
+a container is being restarted, the listing does not. Readiness is polled (a
+listing and N concurrent HTTP probes every `poll_interval`); exits come as
+`die` events, so an instance that exits fails the wait at once even when the
+restart policy has already brought it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+from docker.errors import ImageNotFound as DockerImageNotFound
+
+from bgci.config import Settings
+from bgci.errors import (
+    EnvironmentExists,
+    EnvironmentFailed,
+    EnvironmentNotFound,
+    ImageNotFound,
+    SchedulerError,
+    SchedulerUnavailable,
+)
+from bgci.schedulers.base import (
+    LABEL_APP,
+    LABEL_CREATED_AT,
+    LABEL_CREATED_BY,
+    LABEL_DIGEST,
+    LABEL_ENV,
+    LABEL_HEALTH_PATH,
+    LABEL_IMAGE,
+    LABEL_SHA,
+    Environment,
+    EnvironmentSpec,
+    Instance,
+    ProgressCallback,
+)
+
+LABEL_INDEX = "io.bgci.index"  # local only: which `<env>.<index>` this container is
+# A crashed app comes back by itself, a few times: a crash loop must end in `exited`, with its logs kept.
+RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
+POLL_INTERVAL = 0.05  # seconds between readiness rounds: the app starts in ~0.2 s
+PROBE_TIMEOUT = (0.5, 2.0)  # connect, read: loopback answers in milliseconds
+STOP_TIMEOUT = 5  # seconds between SIGTERM and SIGKILL on destroy/scale down
+# `die` events this old are replayed when a wait begins: they cover an exit between create() and the wait.
+EXIT_REPLAY_SECONDS = 2.0
+LOG_TAIL_LINES = 10
+WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
+MAX_WORKERS = 16  # threads for concurrent container starts/stops and probes
+FAILED_STATES = ("exited", "dead", "restarting")
+
+Summary = dict[str, Any]  # one container as the engine's listing (GET /containers/json) shows it
+
+
+@dataclass(frozen=True)
+class InstanceTemplate:
+    """What every container of one environment shares; index and name are added per container."""
+
+    image: str
+    labels: dict[str, str]
+    environment: dict[str, str] | list[str]
+    container_port: int
+
+    @classmethod
+    def from_spec(cls, spec: EnvironmentSpec) -> InstanceTemplate:
+        return cls(spec.image, spec.labels(), dict(spec.env), spec.container_port)
+
+    @classmethod
+    def from_container(cls, attrs: dict[str, Any]) -> InstanceTemplate:
+        """Copy an instance (scale up) from its inspect data: same image, labels, variables and port."""
+        labels = {k: v for k, v in (attrs["Config"].get("Labels") or {}).items() if k.startswith("io.bgci.")}
+        port_key = next(iter(attrs["HostConfig"].get("PortBindings") or {}), "")
+        return cls(labels.get(LABEL_IMAGE) or attrs["Config"]["Image"], labels,
+                   list(attrs["Config"].get("Env") or []), int(port_key.split("/")[0]))
+
+
+# -- pure decisions over container summaries (tested without a daemon) ------------------------------------
+def container_name(env: str, index: int) -> str:
+    return f"{env}.{index}"
+
+
+def instance_index(summary: Summary) -> int:
+    return int((summary.get("Labels") or {}).get(LABEL_INDEX, "0"))
+
+
+def plan_scale(indexes: Collection[int], wanted: int) -> tuple[list[int], list[int]]:
+    """(indexes to create, indexes to remove): keep the lowest, fill the smallest free indexes."""
+    ordered = sorted(indexes)
+    if len(ordered) >= wanted:
+        return [], ordered[wanted:]
+    missing, candidate = [], 1
+    while len(missing) < wanted - len(ordered):
+        if candidate not in indexes:
+            missing.append(candidate)
+        candidate += 1
+    return missing, []
+
+
+def exit_reason(summary: Summary, exit_code: str | None) -> str | None:
+    """Why this container counts as exited, or None while it may still become healthy.
+
+    `exit_code` comes from a `die` event: with the restart policy, the listing may
+    already say `running` again for an app that exited a moment ago.
+    """
+    if exit_code is not None:
+        return f"exited with code {exit_code}"
+    if summary["State"] in FAILED_STATES:
+        return f"{summary['State']}: {summary.get('Status', '')}".rstrip(": ")
+    return None
+
+
+def published_address(summary: Summary) -> tuple[str, int]:
+    """(host, port) where the container's port is published; ("", 0) while it is not running."""
+    for binding in summary.get("Ports") or []:
+        host = binding.get("IP", "")
+        if binding.get("PublicPort") and ":" not in host:  # IPv4: what nginx upstreams and our probes use
+            return ("127.0.0.1" if host in WILDCARD_ADDRESSES else host), int(binding["PublicPort"])
+    return "", 0
+
+
+def instance_from(summary: Summary, healthy: bool | None) -> Instance:
+    host, port = published_address(summary)
+    return Instance(id=summary["Names"][0].lstrip("/"), host=host, port=port, state=summary["State"],
+                    healthy=healthy)
+
+
+def environment_from(containers: Sequence[Summary], health: dict[str, bool]) -> Environment:
+    """An Environment from its containers (metadata from the lowest index) and probe results."""
+    ordered = sorted(containers, key=instance_index)
+    labels = ordered[0].get("Labels") or {}
+    instances = tuple(instance_from(c, health.get(c["Id"])) for c in ordered)
+    return Environment(
+        name=labels[LABEL_ENV], app=labels.get(LABEL_APP, ""), sha=labels.get(LABEL_SHA, ""),
+        image=labels.get(LABEL_IMAGE, ""), digest=labels.get(LABEL_DIGEST, ""), wanted_instances=len(ordered),
+        created_at=labels.get(LABEL_CREATED_AT, ""), created_by=labels.get(LABEL_CREATED_BY, ""),
+        scheduler=LocalScheduler.name, instances=instances, attrs={"containers": list(ordered)},
+    )
+
+
+# -- the backend -------------------------------------------------------------------------------------------
+class LocalScheduler:
+    """Environments of one app as labelled containers on one Docker engine."""
+
+    name = "local"
+
+    def __init__(self, client: docker.DockerClient, app: str, *, bind_address: str = "127.0.0.1",
+                 poll_interval: float = POLL_INTERVAL, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.app = app
+        self.bind_address = bind_address
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._sleep = sleep
+        self._http = requests.Session()  # probes only: no retries, the poll loop is the retry
+        self._http.mount("http://", requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=MAX_WORKERS))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalScheduler:
+        from bgci.dockerhost import connect
+
+        return cls(connect(), settings.app, bind_address=settings.deploy.bind_address)
+
+    # -- the Scheduler interface ---------------------------------------------------------------------------
+    def create(self, spec: EnvironmentSpec) -> Environment:
+        if spec.instances < 1:
+            raise SchedulerError(f"environment {spec.name}: {spec.instances} instances, at least 1 needed")
+        with _docker_errors(f"create environment {spec.name}"):
+            taken = self.client.api.containers(all=True, filters={"label": f"{LABEL_ENV}={spec.name}"})
+        if taken:
+            owner = (taken[0].get("Labels") or {}).get(LABEL_APP, "?")
+            raise EnvironmentExists(f"environment {spec.name} exists already (app {owner}, local Docker engine)",
+                                    hint=f"pick another --name or run `bgci env destroy {spec.name}`")
+        self._start(InstanceTemplate.from_spec(spec), spec.name, list(range(1, spec.instances + 1)))
+        return self.get(spec.name)
+
+    def wait_until_ready(self, name: str, timeout: float, progress: ProgressCallback | None = None) -> Environment:
+        """Poll until every instance answers its health path; progress(healthy, wanted) on each change."""
+        deadline = self._clock() + timeout
+        reported = -1
+        with ExitWatch(self.client, self._filters(name)) as exits, ThreadPoolExecutor(MAX_WORKERS) as pool:
+            while True:
+                containers = self._containers(name)
+                self._raise_if_exited(name, containers, exits.codes())
+                env = environment_from(containers, self._probe_all(containers, pool))
+                if progress and len(env.healthy_instances) != reported:
+                    reported = len(env.healthy_instances)
+                    progress(reported, env.wanted_instances)
+                if env.is_ready:
+                    return env
+                if self._clock() >= deadline:
+                    raise self._timed_out(env, timeout)
+                self._sleep(self.poll_interval)
+
+    def get(self, name: str) -> Environment:
+        containers = self._containers(name)
+        with ThreadPoolExecutor(MAX_WORKERS) as pool:
+            return environment_from(containers, self._probe_all(containers, pool))
+
+    def list(self) -> list[Environment]:
+        with _docker_errors("list environments"):
+            containers = self.client.api.containers(all=True, filters=self._filters())
+        by_env: dict[str, list[Summary]] = {}
+        for summary in containers:
+            by_env.setdefault(summary["Labels"][LABEL_ENV], []).append(summary)
+        with ThreadPoolExecutor(MAX_WORKERS) as pool:
+            health = self._probe_all(containers, pool)
+        environments = [environment_from(summaries, health) for summaries in by_env.values()]
+        return sorted(environments, key=lambda e: (e.created_at, e.name))
+
+    def scale(self, name: str, instances: int) -> Environment:
+        if instances < 1:
+            raise SchedulerError(f"environment {name}: cannot scale to {instances} instances, at least 1 needed",
+                                 hint=f"use `bgci env destroy {name}` to remove it")
+        containers = self._containers(name)
+        by_index = {instance_index(c): c for c in containers}
+        to_create, to_remove = plan_scale(by_index, instances)
+        if to_create:
+            with _docker_errors(f"inspect {name}"):
+                template = InstanceTemplate.from_container(self.client.api.inspect_container(
+                    by_index[min(by_index)]["Id"]))
+            self._start(template, name, to_create)
+        self._remove([by_index[i]["Id"] for i in to_remove], graceful=True)
+        return self.get(name)
+
+    def destroy(self, name: str) -> None:
+        self._remove([c["Id"] for c in self._containers(name)], graceful=True)
+
+    # -- containers ----------------------------------------------------------------------------------------
+    def _filters(self, env: str | None = None) -> dict[str, list[str]]:
+        # Containers of app images inherit the image's io.bgci.app label: the index label marks ours.
+        labels = [f"{LABEL_APP}={self.app}", LABEL_INDEX, f"{LABEL_ENV}={env}" if env else LABEL_ENV]
+        return {"label": labels}
+
+    def _containers(self, name: str) -> list[Summary]:
+        """Every container of environment `name`, as listed; EnvironmentNotFound if none."""
+        with _docker_errors(f"list containers of {name}"):
+            found = self.client.api.containers(all=True, filters=self._filters(name))
+        if not found:
+            raise EnvironmentNotFound(f"no environment {name} of app {self.app} on the local Docker engine",
+                                      hint="see `bgci env list`")
+        return found
+
+    def _start(self, template: InstanceTemplate, env: str, indexes: list[int]) -> None:
+        """Create and start one container per index, concurrently; all or none (on failure, remove ours)."""
+        created: list[str] = []
+        lock = threading.Lock()
+
+        def start(index: int) -> None:
+            with _docker_errors(f"start {container_name(env, index)}"):
+                try:
+                    container = self.client.api.create_container(
+                        template.image, name=container_name(env, index),
+                        labels={**template.labels, LABEL_INDEX: str(index)},
+                        environment=template.environment, ports=[template.container_port],
+                        host_config=self.client.api.create_host_config(
+                            restart_policy=RESTART_POLICY,
+                            port_bindings={template.container_port: (self.bind_address, None)}),
+                    )
+                except APIError as exc:
+                    if exc.status_code != 409:
+                        raise
+                    raise EnvironmentExists(f"container {container_name(env, index)} exists already",
+                                            hint="another environment or process uses that name") from None
+                with lock:
+                    created.append(container["Id"])
+                self.client.api.start(container["Id"])
+
+        try:
+            _run_all(start, indexes)
+        except BaseException:
+            with contextlib.suppress(SchedulerError):
+                self._remove(created, graceful=False)
+            raise
+
+    def _remove(self, ids: list[str], graceful: bool) -> None:
+        """Stop (SIGTERM, then SIGKILL after STOP_TIMEOUT) and remove containers, concurrently."""
+
+        def remove(container_id: str) -> None:
+            with _docker_errors(f"remove container {container_id[:12]}"):
+                try:
+                    if graceful:
+                        self.client.api.stop(container_id, timeout=STOP_TIMEOUT)
+                    self.client.api.remove_container(container_id, v=True, force=True)
+                except NotFound:
+                    pass  # gone already: what we wanted
+
+        _run_all(remove, ids)
+
+    # -- readiness -----------------------------------------------------------------------------------------
+    def _probe_all(self, containers: Sequence[Summary], pool: ThreadPoolExecutor) -> dict[str, bool]:
+        """Container id -> does it answer its health path with 2xx (running ones only)."""
+        running = [c for c in containers if c["State"] == "running"]
+        return dict(zip((c["Id"] for c in running), pool.map(self._probe, running), strict=True))
+
+    def _probe(self, summary: Summary) -> bool:
+        host, port = published_address(summary)
+        if not port:
+            return False
+        path = (summary.get("Labels") or {}).get(LABEL_HEALTH_PATH, "/")
+        host = f"[{host}]" if ":" in host else host
+        try:
+            response = self._http.get(f"http://{host}:{port}{path}", timeout=PROBE_TIMEOUT, allow_redirects=False)
+        except requests.RequestException:
+            return False
+        return 200 <= response.status_code < 300
+
+    def _raise_if_exited(self, name: str, containers: Sequence[Summary], exit_codes: dict[str, str]) -> None:
+        exited = [(c, reason) for c in sorted(containers, key=instance_index)
+                  if (reason := exit_reason(c, exit_codes.get(c["Id"])))]
+        if not exited:
+            return
+        details: list[str] = []
+        for (summary, reason), tail in zip(exited, self._log_tails([c["Id"] for c, _ in exited]), strict=True):
+            details.append(f"{instance_from(summary, None).id}: {reason}; last log lines:")
+            details.extend(f"  {line}" for line in tail)
+        names = ", ".join(instance_from(c, None).id for c, _ in exited)
+        raise EnvironmentFailed(f"environment {name} failed: {names} exited", details)
+
+    def _timed_out(self, env: Environment, timeout: float) -> EnvironmentFailed:
+        unhealthy = [(c, i) for c, i in zip(env.attrs["containers"], env.instances, strict=True) if not i.healthy]
+        details: list[str] = []
+        for (summary, instance), tail in zip(unhealthy, self._log_tails([c["Id"] for c, _ in unhealthy]),
+                                             strict=True):
+            path = (summary.get("Labels") or {}).get(LABEL_HEALTH_PATH, "/")
+            details.append(f"{instance.id}: {instance.state}, {instance.address}{path} not answering 2xx; "
+                           "last log lines:")
+            details.extend(f"  {line}" for line in tail)
+        return EnvironmentFailed(
+            f"environment {env.name} not ready after {timeout:g}s: "
+            f"{len(env.healthy_instances)}/{env.wanted_instances} instances healthy", details)
+
+    def _log_tails(self, ids: list[str]) -> list[list[str]]:
+        # Concurrently: the engine holds a restarting container's logs back for up to its restart delay.
+        if not ids:
+            return []
+        with ThreadPoolExecutor(min(MAX_WORKERS, len(ids))) as pool:
+            return list(pool.map(self._log_tail, ids))
+
+    def _log_tail(self, container_id: str) -> list[str]:
+        try:
+            raw = self.client.api.logs(container_id, stdout=True, stderr=True, tail=LOG_TAIL_LINES)
+        except DockerException:
+            return ["(logs unavailable)"]
+        lines = raw.decode("utf-8", "replace").splitlines()
+        return [line for line in lines if line.strip()] or ["(no output)"]
+
+
+class ExitWatch:
+    """Exit codes from the `die` events of some containers, collected by a thread while a wait runs."""
+
+    def __init__(self, client: docker.DockerClient, filters: dict[str, list[str]]) -> None:
+        with _docker_errors("watch container events"):
+            self._stream = client.api.events(
+                since=time.time() - EXIT_REPLAY_SECONDS, decode=True,
+                filters={**filters, "type": ["container"], "event": ["die"]})
+        self._codes: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._collect, name="bgci-exit-watch", daemon=True)
+        self._thread.start()
+
+    def codes(self) -> dict[str, str]:
+        """Container id -> exit code of its latest exit seen so far."""
+        with self._lock:
+            return dict(self._codes)
+
+    def _collect(self) -> None:
+        with contextlib.suppress(Exception):  # close() ends the stream with a socket error
+            for event in self._stream:
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                with self._lock:
+                    self._codes[event["id"]] = attributes.get("exitCode", "?")
+
+    def __enter__(self) -> ExitWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stream.close()
+        self._thread.join(timeout=2)
+
+
+def _run_all(action: Callable[[Any], None], items: Sequence[Any]) -> None:
+    """action(item) for every item concurrently; wait for all, then raise the first error."""
+    if not items:
+        return
+    with ThreadPoolExecutor(min(MAX_WORKERS, len(items))) as pool:
+        futures = [pool.submit(action, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception()]
+    if errors:
+        raise errors[0]
+
+
+@contextlib.contextmanager
+def _docker_errors(action: str) -> Iterator[None]:
+    """Turn the Docker engine's errors into bgci's, once, at the boundary."""
+    try:
+        yield
+    except DockerImageNotFound as exc:
+        raise ImageNotFound(f"{action}: {exc.explanation or exc}",
+                            hint="build it with `bgci build auto` or pass the sha of a built commit") from None
+    except APIError as exc:
+        raise SchedulerError(f"{action}: Docker engine said: {exc.explanation or exc}") from None
+    except (DockerException, requests.ConnectionError) as exc:
+        raise SchedulerUnavailable(f"{action}: Docker engine not answering: {exc}",
+                                   hint="start dockerd or set DOCKER_HOST") from None

@@ -1,0 +1,1 @@
+"""Test-support emulators of external services (never imported by the bgci package)."""
