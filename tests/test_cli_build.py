@@ -104,8 +104,11 @@ def test_registry_refusing_credentials(tmp_path: Path, sample_build: SampleBuild
 
 
 @pytest.mark.docker
-def test_plan_and_auto_build_from_the_cli(sample_build: SampleBuild) -> None:
-    repo = sample_build.repo
+def test_plan_and_auto_build_from_the_cli(sample_build: SampleBuild, tmp_path: Path) -> None:
+    repo = tmp_path / "web-app"  # a clone: the shared sample repo's HEAD stays where other suites expect it
+    subprocess.run(["git", "clone", "-q", str(sample_build.repo), str(repo)], check=True)
+    git(repo, "config", "user.email", "t@t")
+    git(repo, "config", "user.name", "t")
     (repo / "lib" / "CliChange.pm").write_text("package CliChange; 1;\n")
     sha = commit_all(repo, "cli change")
     plan = bgci("plan", "--json", cwd=repo)
