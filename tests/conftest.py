@@ -69,3 +69,28 @@ def sample_build(tmp_path_factory: pytest.TempPathFactory, docker_client: docker
     result = builds.build_full(docker_client, settings, source, build_args={}, push=False, log=lambda _: None)
     yield SampleBuild(repo, settings, source.sha, result)
     remove_app_images(docker_client, app)
+
+
+@pytest.fixture(scope="session")
+def sample_build_b(sample_build: SampleBuild, tmp_path_factory: pytest.TempPathFactory,
+                   docker_client: docker.DockerClient) -> SampleBuild:
+    """A second commit of the sample app (README only: a code delta on sample_build), built in a clone.
+
+    The clone keeps sample_build.repo's HEAD where other suites expect it; the image has the same
+    app name, so sample_build's cleanup removes it too.
+    """
+    import subprocess
+
+    from bgci import build as builds
+    from tests.support import commit_all, git
+
+    clone = tmp_path_factory.mktemp("sample-b") / "web-app"
+    subprocess.run(["git", "clone", "-q", str(sample_build.repo), str(clone)], check=True)
+    git(clone, "config", "user.email", "ci@bgci.test")
+    git(clone, "config", "user.name", "bgci tests")
+    (clone / "README.md").write_text((clone / "README.md").read_text() + "\nA second commit.\n")
+    commit_all(clone, "second commit")
+    settings = load_settings(clone / "bgci.toml")
+    source = builds.Source.open(settings, "HEAD")
+    result = builds.build_auto(docker_client, settings, source, build_args={}, push=False, log=lambda _: None)
+    return SampleBuild(clone, settings, source.sha, result)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,7 +16,10 @@ from bgci.cli.common import AppContext, emit, json_option, parse_key_values, pas
 from bgci.environments import SHORT_SHA, EnvironmentService
 from bgci.images import resolve_image
 from bgci.schedulers import BACKENDS, get_scheduler
-from bgci.schedulers.base import Environment, ProgressCallback
+from bgci.schedulers.base import Environment, ProgressCallback, Scheduler
+
+if TYPE_CHECKING:
+    from bgci.deployer import Deployer
 
 scheduler_option = click.option(
     "--scheduler", type=click.Choice(sorted(BACKENDS)), default=None,
@@ -25,10 +28,30 @@ timeout_option = click.option("--timeout", type=float, default=None, metavar="SE
                               help="How long to wait for every instance to be healthy (default: deploy.ready_timeout).")
 
 
-def _service(app: AppContext, scheduler: str | None) -> EnvironmentService:
+def _service(app: AppContext, scheduler: str | None, *, preview: bool = True) -> EnvironmentService:
+    """The environment service, with the router's hooks: previews follow environments, the live one stays."""
     settings = app.settings
-    return EnvironmentService(get_scheduler(settings, scheduler), settings, log=app.log,
-                              resolve=lambda reference: resolve_image(app.docker, settings, reference, app.log))
+    backend = get_scheduler(settings, scheduler)
+    service = EnvironmentService(backend, settings, log=app.log,
+                                 resolve=lambda reference: resolve_image(app.docker, settings, reference, app.log))
+    deployer = _deployer(app, backend)
+    if preview:
+        service.on_ready.append(lambda environment: _register_preview(app, deployer, environment))
+    service.before_destroy.extend([deployer.check_destroyable, deployer.unregister_preview])
+    return service
+
+
+def _deployer(app: AppContext, backend: Scheduler) -> Deployer:
+    from bgci.deployer import Deployer
+
+    return Deployer.from_settings(app.settings, backend)
+
+
+def _register_preview(app: AppContext, deployer: Deployer, environment: Environment) -> None:
+    applied = deployer.register_preview(environment)
+    host = deployer.router.site.preview_host(environment.name)
+    app.log(f"preview: http://{host}" + ("" if applied.reloaded else
+                                          " (nginx not running: served once `bgci router start` runs)"))
 
 
 def _check(name: str | None = None, instances: int | None = None, timeout: float | None = None) -> None:
@@ -67,21 +90,23 @@ def env() -> None:
 @timeout_option
 @click.option("--keep-failed", is_flag=True, help="Keep the instances of a failed create for inspection.")
 @click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Environment variable; repeatable.")
+@click.option("--preview/--no-preview", default=True, show_default=True,
+              help="Route <env>.<nginx.preview_domain> to it once ready (tested with nginx -t, reloaded).")
 @json_option
 @pass_app
 def create(app: AppContext, sha: str | None, image: str | None, name: str | None, instances: int | None,
            scheduler: str | None, timeout: float | None, keep_failed: bool, env_vars: tuple[str, ...],
-           as_json: bool) -> None:
-    """Start N instances of a commit; wait until healthy.
+           preview: bool, as_json: bool) -> None:
+    """Start N instances of a commit; wait until healthy; give it its preview hostname.
 
     Healthy: every instance answers the health path (deploy.health_path) with 2xx.
-    A failed create removes its instances unless --keep-failed.
+    A failed create (or preview) removes its instances unless --keep-failed.
     """
     if not (sha or image):
         raise click.UsageError("pass --sha SHA or --image REF")
     variables = parse_key_values(env_vars, "--env")
     _check(name=name, instances=instances, timeout=timeout)
-    service = _service(app, scheduler)
+    service = _service(app, scheduler, preview=preview)
     spec = service.spec_for(sha=sha, image=image, name=name, instances=instances, env=variables)
     result = service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=_progress(app))
     emit(_as_dict(result), as_json, _describe(result))
@@ -160,12 +185,28 @@ def scale(app: AppContext, name: str, instances: int, scheduler: str | None, tim
 @json_option
 @pass_app
 def destroy(app: AppContext, name: str, scheduler: str | None, as_json: bool) -> None:
-    """Stop and remove every instance of NAME.
+    """Remove NAME's preview hostname, then stop and remove every instance.
 
-    No prompt: Jenkins runs it unattended, and NAME names one environment exactly.
+    Refused for the live environment. No prompt: Jenkins runs it unattended,
+    and NAME names one environment exactly.
     """
     _service(app, scheduler).destroy(name)
     emit({"destroyed": name}, as_json, f"destroyed {name}")
+
+
+@env.command()
+@click.option("--keep", type=click.IntRange(min=0), required=True, metavar="N",
+              help="How many of the newest environments to keep besides the live and previous ones.")
+@scheduler_option
+@json_option
+@pass_app
+def prune(app: AppContext, keep: int, scheduler: str | None, as_json: bool) -> None:
+    """Destroy every environment that is neither live, previous nor among the newest N.
+
+    Each goes like `bgci env destroy`: preview removed first, under the switch lock.
+    """
+    doomed = _deployer(app, get_scheduler(app.settings, scheduler)).prune(keep)
+    emit({"destroyed": doomed}, as_json, "\n".join(f"destroyed {name}" for name in doomed) or "nothing to prune")
 
 
 # -- output ------------------------------------------------------------------------------------------

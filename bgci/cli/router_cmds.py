@@ -1,0 +1,123 @@
+"""bgci router start|stop|status, promote, rollback, status: the live name and who serves it."""
+
+from __future__ import annotations
+
+import click
+
+from bgci.cli.common import AppContext, emit, json_option, pass_app, terminate_as_interrupt
+from bgci.deployer import Deployer, Status, SwitchResult
+from bgci.router.nginx import NginxRouter, NginxStatus
+
+wait_lock_option = click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+                                show_default=True, help="Wait this long for another promote/rollback to finish.")
+
+
+def _deployer(app: AppContext) -> Deployer:
+    from bgci.schedulers import get_scheduler
+
+    return Deployer.from_settings(app.settings, get_scheduler(app.settings))
+
+
+@click.group()
+def router() -> None:
+    """bgci's own nginx (nginx.mode = embedded): start, stop, status."""
+
+
+@router.command()
+@json_option
+@pass_app
+def start(app: AppContext, as_json: bool) -> None:
+    """Start the embedded nginx (`nginx -p <nginx.dir>`), listening on nginx.listen."""
+    emit(NginxRouter.from_settings(app.settings).start(), as_json, _nginx_line(app, "started"))
+
+
+@router.command()
+@json_option
+@pass_app
+def stop(app: AppContext, as_json: bool) -> None:
+    """Stop the embedded nginx gracefully (in-flight requests finish)."""
+    emit(NginxRouter.from_settings(app.settings).stop(), as_json, "nginx stopped")
+
+
+@router.command(name="status")
+@json_option
+@pass_app
+def router_status(app: AppContext, as_json: bool) -> None:
+    """Is nginx running, where does it listen, which file to include."""
+    result = NginxRouter.from_settings(app.settings).status()
+    emit(result, as_json, _describe_nginx(result))
+
+
+@click.command()
+@click.argument("env")
+@wait_lock_option
+@json_option
+@pass_app
+def promote(app: AppContext, env: str, wait_lock: float, as_json: bool) -> None:
+    """Make ENV live: every instance healthy now, nginx tested, switched, reloaded and verified.
+
+    On any failure the previous configuration is restored and the command exits non-zero.
+    """
+    app.log(f"promoting {env}")
+    with terminate_as_interrupt():  # a Jenkins abort undoes a switch in progress
+        result = _deployer(app).promote(env, wait_lock=wait_lock)
+    emit(result, as_json, _describe_switch(result))
+
+
+@click.command()
+@wait_lock_option
+@json_option
+@pass_app
+def rollback(app: AppContext, wait_lock: float, as_json: bool) -> None:
+    """Make the previous environment live again (it must still run and be healthy)."""
+    with terminate_as_interrupt():  # a Jenkins abort undoes a switch in progress
+        result = _deployer(app).rollback(wait_lock=wait_lock)
+    emit(result, as_json, _describe_switch(result))
+
+
+@click.command()
+@json_option
+@pass_app
+def status(app: AppContext, as_json: bool) -> None:
+    """Live, previous and preview environments, with their instances and health (probed now)."""
+    result = _deployer(app).status()
+    emit(result, as_json, _describe_status(result))
+
+
+# -- text output --------------------------------------------------------------------------------------
+def _nginx_line(app: AppContext, verb: str) -> str:
+    return f"nginx {verb}: http://{app.settings.nginx.listen} ({app.settings.nginx.server_name})"
+
+
+def _describe_nginx(nginx: NginxStatus) -> str:
+    state = f"running (pid {nginx.pid})" if nginx.running and nginx.pid else "running" if nginx.running \
+        else "not running"
+    lines = [f"nginx ({nginx.mode}): {state}, listen {nginx.listen}, config {nginx.config}"]
+    return "\n".join([*lines, f"  {nginx.detail}"] if nginx.detail else lines)
+
+
+def _describe_switch(result: SwitchResult) -> str:
+    previous = f", previous: {result.previous}" if result.previous else ""
+    return (f"{result.action}: {result.live} ({result.sha[:12]}) is live on {len(result.servers)} instance(s)"
+            f"{previous} [{result.seconds:.2f} s]")
+
+
+def _describe_status(status: Status) -> str:
+    lines = [f"{status.app}: {status.server_name}", _describe_nginx(status.nginx)]
+    for role, switch in (("live", status.live), ("previous", status.previous)):
+        if switch is None:
+            lines.append(f"{role}: -")
+            continue
+        build = f" {switch.build_url}" if switch.build_url else ""
+        lines.append(f"{role}: {switch.env} ({switch.sha[:12]}) {switch.action} by {switch.by} at {switch.at}{build}")
+    lines.extend(f"missing: {name} is in the state file but no longer runs" for name in status.missing)
+    for env in status.environments:
+        healthy = sum(i.healthy for i in env.instances)
+        roles = ",".join(env.roles) or "-"
+        lines.append(f"  {env.name:<20} {roles:<22} {env.sha[:12]}  {healthy}/{len(env.instances)} healthy"
+                     f"  created {env.created_at}")
+        if env.preview_host:
+            lines.append(f"      preview: http://{env.preview_host}")
+        lines.extend(f"      {i.id:<24} {i.address:<22} {i.state:<10} {'healthy' if i.healthy else 'UNHEALTHY'}"
+                     for i in env.instances)
+    return "\n".join(lines)
