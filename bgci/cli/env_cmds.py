@@ -26,6 +26,15 @@ scheduler_option = click.option(
     help="Backend to use (default: deploy.scheduler in bgci.toml, or BGCI_SCHEDULER).")
 timeout_option = click.option("--timeout", type=float, default=None, metavar="SECONDS",
                               help="How long to wait for every instance to be healthy (default: deploy.ready_timeout).")
+force_option = click.option("--force", is_flag=True,
+                            help="Marathon: override a deployment that locks the app (?force=true) instead of waiting.")
+
+
+def _with_force(service: EnvironmentService, force: bool) -> EnvironmentService:
+    """--force reaches backends with deployment locks (Marathon); the local engine has none to override."""
+    if force and hasattr(service.scheduler, "force"):
+        service.scheduler.force = True
+    return service
 
 
 def _service(app: AppContext, scheduler: str | None, *, preview: bool = True) -> EnvironmentService:
@@ -92,11 +101,12 @@ def env() -> None:
 @click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Environment variable; repeatable.")
 @click.option("--preview/--no-preview", default=True, show_default=True,
               help="Route <env>.<nginx.preview_domain> to it once ready (tested with nginx -t, reloaded).")
+@force_option
 @json_option
 @pass_app
 def create(app: AppContext, sha: str | None, image: str | None, name: str | None, instances: int | None,
            scheduler: str | None, timeout: float | None, keep_failed: bool, env_vars: tuple[str, ...],
-           preview: bool, as_json: bool) -> None:
+           preview: bool, force: bool, as_json: bool) -> None:
     """Start N instances of a commit; wait until healthy; give it its preview hostname.
 
     Healthy: every instance answers the health path (deploy.health_path) with 2xx.
@@ -106,7 +116,7 @@ def create(app: AppContext, sha: str | None, image: str | None, name: str | None
         raise click.UsageError("pass --sha SHA or --image REF")
     variables = parse_key_values(env_vars, "--env")
     _check(name=name, instances=instances, timeout=timeout)
-    service = _service(app, scheduler, preview=preview)
+    service = _with_force(_service(app, scheduler, preview=preview), force)
     spec = service.spec_for(sha=sha, image=image, name=name, instances=instances, env=variables)
     result = service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=_progress(app))
     emit(_as_dict(result), as_json, _describe(result))
@@ -165,32 +175,35 @@ def backends(app: AppContext, name: str, scheduler: str | None, as_json: bool) -
 @click.argument("instances", type=int)
 @scheduler_option
 @timeout_option
+@force_option
 @json_option
 @pass_app
 def scale(app: AppContext, name: str, instances: int, scheduler: str | None, timeout: float | None,
-          as_json: bool) -> None:
+          force: bool, as_json: bool) -> None:
     """Scale NAME to INSTANCES; wait until healthy.
 
     Scaling out adds the next indexes; scaling in removes the highest. A failed
     scale-out goes back to the previous count.
     """
     _check(instances=instances, timeout=timeout)
-    environment = _service(app, scheduler).scale(name, instances, timeout=timeout, progress=_progress(app))
+    environment = _with_force(_service(app, scheduler), force).scale(name, instances, timeout=timeout,
+                                                                     progress=_progress(app))
     emit(_as_dict(environment), as_json, _describe(environment))
 
 
 @env.command()
 @click.argument("name")
 @scheduler_option
+@force_option
 @json_option
 @pass_app
-def destroy(app: AppContext, name: str, scheduler: str | None, as_json: bool) -> None:
+def destroy(app: AppContext, name: str, scheduler: str | None, force: bool, as_json: bool) -> None:
     """Remove NAME's preview hostname, then stop and remove every instance.
 
     Refused for the live environment. No prompt: Jenkins runs it unattended,
     and NAME names one environment exactly.
     """
-    _service(app, scheduler).destroy(name)
+    _with_force(_service(app, scheduler), force).destroy(name)
     emit({"destroyed": name}, as_json, f"destroyed {name}")
 
 

@@ -303,6 +303,8 @@ class MarathonEmulator:
         self.framework_id = f"{uuid.uuid4()}-0000"
         self.slave_id = f"{uuid.uuid4()}-S0"
         self.requests_log: list[LoggedRequest] = []
+        # app id -> time.perf_counter() when its latest deployment succeeded (benchmarks/env_marathon.py)
+        self.deployment_finished_at: dict[str, float] = {}
         self.url = ""
 
         self._lock = threading.RLock()
@@ -840,6 +842,7 @@ class MarathonEmulator:
             if now - dep.done_since < self.deployment_delay:
                 continue
             self._deployments.pop(dep.id, None)
+            self.deployment_finished_at[dep.app_id] = time.perf_counter()
             self._emit("deployment_step_success", {"plan": self._plan(dep), "currentStep": {
                 "actions": [{"action": a["action"], "app": a["app"]} for a in dep.current_actions()]}})
             self._emit("deployment_success", {"id": dep.id, "plan": self._plan(dep)})
