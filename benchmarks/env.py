@@ -36,7 +36,7 @@ from bgci.environments import EnvironmentService
 from bgci.images import resolve_image
 from bgci.schedulers.base import Scheduler
 from bgci.schedulers.local import LocalScheduler
-from tests.conftest import remove_app_images
+from tests.conftest import remove_app_containers, remove_app_images
 from tests.support import make_sample_repo, unique_app_name
 
 TARGETS = {("local", 3): 3.0}  # (section, instances) -> median seconds to ready
@@ -134,15 +134,10 @@ def main() -> int:
         try:
             rows = [row for name in args.section or sorted(SECTIONS) for row in SECTIONS[name](context)]
         finally:
-            _remove_leftovers(client, app)
+            remove_app_containers(client, app)
             remove_app_images(client, app)
     return 0 if report(rows) else 1
 
-
-def _remove_leftovers(client: docker.DockerClient, app: str) -> None:
-    """Containers an interrupted run left (only this run's unique app)."""
-    for container in client.containers.list(all=True, filters={"label": f"io.bgci.app={app}"}):
-        container.remove(force=True, v=True)
 
 
 def _quiet(_message: str) -> None:

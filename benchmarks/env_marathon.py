@@ -35,7 +35,7 @@ from bgci.dockerhost import connect
 from bgci.environments import EnvironmentService
 from bgci.images import resolve_image
 from bgci.schedulers.marathon import MarathonClient, MarathonScheduler
-from tests.conftest import remove_app_images
+from tests.conftest import remove_app_containers, remove_app_images
 from tests.emulators.marathon import MarathonEmulator
 from tests.support import make_sample_repo, unique_app_name
 
@@ -81,8 +81,7 @@ def sample_app(client: docker.DockerClient) -> Iterator[tuple[Settings, str]]:
         try:
             yield settings, source.sha
         finally:
-            for container in client.containers.list(all=True, filters={"label": f"io.bgci.app={app}"}):
-                container.remove(force=True, v=True)
+            remove_app_containers(client, app)
             remove_app_images(client, app)
 
 

@@ -47,7 +47,7 @@ from bgci.images import resolve_image
 from bgci.router.nginx import NginxRouter, render_live, upstream_for, write_atomic
 from bgci.schedulers.local import LocalScheduler
 from bgci.state import Actor, SwitchLock
-from tests.conftest import remove_app_images
+from tests.conftest import remove_app_containers, remove_app_images
 from tests.support import commit_all, free_port, git, make_sample_repo, unique_app_name
 
 TARGET = 0.5  # seconds, median, for `bgci promote`
@@ -267,17 +267,12 @@ def main() -> int:
         finally:
             if setup is not None:
                 setup.router.stop()
-            _remove_leftovers(client, app)
+            remove_app_containers(client, app)
             remove_app_images(client, app)
     rows = [("bare nginx -s reload (floor)", *floor), ("Deployer.promote (in process)", *library),
             ("bgci promote ENV (new process)", *cli)]
     return 0 if report(rows, closes, args.runs) else 1
 
-
-def _remove_leftovers(client: docker.DockerClient, app: str) -> None:
-    """Containers of this run's unique app, also after an interruption."""
-    for container in client.containers.list(all=True, filters={"label": f"io.bgci.app={app}"}):
-        container.remove(force=True, v=True)
 
 
 def _quiet(_message: str) -> None:

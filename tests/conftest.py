@@ -46,6 +46,12 @@ def remove_app_images(client: docker.DockerClient, app: str) -> None:
                     client.images.remove(tag, force=True)
 
 
+def remove_app_containers(client: docker.DockerClient, app: str) -> None:
+    """Remove every container of one (test-unique) app name, e.g. what an interrupted run left."""
+    for container in client.containers.list(all=True, filters={"label": f"io.bgci.app={app}"}):
+        container.remove(force=True, v=True)
+
+
 class SampleBuild:
     """The sample app in a git repo of its own, with a full build of its first commit."""
 
