@@ -7,13 +7,16 @@ Integration tests do not skip when a part is missing: CI installs everything
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from bgci.config import Settings, load_settings
+from tests.emulators.marathon import MarathonEmulator
 from tests.support import BASE_IMAGE, Registry, make_sample_repo, unique_app_name
 
 
@@ -100,3 +103,26 @@ def sample_build_b(sample_build: SampleBuild, tmp_path_factory: pytest.TempPathF
     source = builds.Source.open(settings, "HEAD")
     result = builds.build_auto(docker_client, settings, source, build_args={}, push=False, log=lambda _: None)
     return SampleBuild(clone, settings, source.sha, result)
+
+
+@pytest.fixture(scope="module")
+def marathon(docker_client: docker.DockerClient) -> Iterator[MarathonEmulator]:
+    """A Marathon emulator per test module, with quick health checks and SSE heartbeats."""
+    emulator = MarathonEmulator(docker_client, health_interval=0.2, sse_heartbeat=0.5)
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+def empty_marathon(marathon: MarathonEmulator, timeout: float = 30) -> list[str]:
+    """Reset its faults, force-delete every app and wait until their containers are gone; the app ids deleted."""
+    marathon.reset_faults()
+    session = requests.Session()
+    apps = [a["id"] for a in session.get(marathon.url + "/v2/apps").json()["apps"]]
+    for app_id in apps:
+        session.delete(marathon.url + "/v2/apps" + app_id, params={"force": "true"})
+    deadline = time.monotonic() + timeout
+    while marathon.container_ids() or session.get(marathon.url + "/v2/deployments").json():
+        assert time.monotonic() < deadline, "emulator cleanup did not finish"
+        time.sleep(0.1)
+    return apps

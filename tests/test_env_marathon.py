@@ -27,7 +27,7 @@ from bgci.errors import DeploymentInProgress, EnvironmentFailed, EnvironmentNotF
 from bgci.images import resolve_image
 from bgci.schedulers.base import LABEL_ENV, LABEL_SHA, Scheduler
 from bgci.schedulers.marathon import MarathonClient, MarathonScheduler
-from tests.conftest import SampleBuild
+from tests.conftest import SampleBuild, empty_marathon
 from tests.emulators.marathon import DEFAULT_SCHEMA_PATH, MarathonEmulator
 from tests.support import free_port
 from tests.test_env_local import assert_clear_error, bgci, get_text
@@ -35,28 +35,12 @@ from tests.test_env_local import assert_clear_error, bgci, get_text
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="module")
-def marathon(docker_client: docker.DockerClient) -> Iterator[MarathonEmulator]:
-    emulator = MarathonEmulator(docker_client, health_interval=0.2, sse_heartbeat=0.5)
-    emulator.start()
-    yield emulator
-    emulator.stop()
-
-
 @pytest.fixture
 def clean(marathon: MarathonEmulator) -> Iterator[MarathonEmulator]:
     """Before: an empty request log. After: faults reset; no app and no container may be left (removed if so)."""
     marathon.requests_log.clear()
     yield marathon
-    marathon.reset_faults()
-    session = requests.Session()
-    apps = [a["id"] for a in session.get(marathon.url + "/v2/apps").json()["apps"]]
-    for app_id in apps:
-        session.delete(marathon.url + "/v2/apps" + app_id, params={"force": "true"})
-    deadline = time.monotonic() + 30
-    while marathon.container_ids() or session.get(marathon.url + "/v2/deployments").json():
-        assert time.monotonic() < deadline, "emulator cleanup did not finish"
-        time.sleep(0.1)
+    apps = empty_marathon(marathon)
     assert not apps, f"left behind: {apps}"
 
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-import requests
 
 from bgci.config import Credentials, DeploySettings, MarathonSettings, Settings
 from bgci.errors import ConfigError, DeploymentInProgress, MarathonAPIError, SchedulerError, SchedulerUnavailable
@@ -45,6 +44,7 @@ from bgci.schedulers.marathon import (
     render_error_body,
     task_failures,
 )
+from tests.conftest import empty_marathon
 from tests.emulators.marathon import DEFAULT_SCHEMA_PATH, MarathonEmulator
 from tests.support import free_port
 
@@ -325,27 +325,12 @@ def test_urls_in_messages_carry_no_credentials() -> None:
 
 
 # -- the transport, against the emulator ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def marathon(docker_client: Any) -> Iterator[MarathonEmulator]:
-    emulator = MarathonEmulator(docker_client, health_interval=0.2, sse_heartbeat=0.5)
-    emulator.start()
-    yield emulator
-    emulator.stop()
-
-
 @pytest.fixture
 def emulator(marathon: MarathonEmulator) -> Iterator[MarathonEmulator]:
     """The shared emulator, its request log cleared; afterwards faults reset, every app and container gone."""
     marathon.requests_log.clear()
     yield marathon
-    marathon.reset_faults()
-    session = requests.Session()
-    for app in session.get(marathon.url + "/v2/apps").json()["apps"]:
-        session.delete(marathon.url + "/v2/apps" + app["id"], params={"force": "true"})
-    deadline = time.monotonic() + 20
-    while marathon.container_ids() or session.get(marathon.url + "/v2/deployments").json():
-        assert time.monotonic() < deadline, "emulator cleanup did not finish"
-        time.sleep(0.1)
+    empty_marathon(marathon)
 
 
 def client_for(*urls: str, **kwargs: Any) -> tuple[MarathonClient, list[float]]:
