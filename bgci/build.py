@@ -30,18 +30,16 @@ import git
 from docker.errors import APIError, DockerException
 from docker.errors import ImageNotFound as DockerImageNotFound
 
-from bgci import gitplan
+from bgci import gitplan, labels
 from bgci.config import Settings
+from bgci.dockerhost import engine_errors
 from bgci.errors import BuildFailed, ConfigError, ImageNotFound
 from bgci.gitplan import BaseImage, Plan
-from bgci.images import REVISION_LABEL, split_reference
+from bgci.images import split_reference
 from bgci.registry import login, pull_image, push_image
 
 Log = Callable[[str], None]
 
-LABEL_KIND = "io.bgci.kind"  # full | deps | code
-LABEL_APP = "io.bgci.app"
-LABEL_BASE = "io.bgci.base-revision"  # on deltas: the from-scratch commit they sit on
 # The parts of an image's config a delta must keep exactly as the base image has them.
 KEPT_CONFIG = ("Cmd", "Entrypoint", "Env", "ExposedPorts", "WorkingDir", "User", "Healthcheck",
                "Volumes", "StopSignal", "Shell", "OnBuild")
@@ -93,10 +91,11 @@ def find_base_image(client: docker.DockerClient, settings: Settings, log: Log) -
     attrs = image.attrs
     created = datetime.fromisoformat(attrs["Created"][:26].rstrip("Z")).replace(tzinfo=UTC)
     return BaseImage(reference=reference, image_id=image.id,
-                     sha=((attrs.get("Config") or {}).get("Labels") or {}).get(REVISION_LABEL, ""),
+                     sha=((attrs.get("Config") or {}).get("Labels") or {}).get(labels.REVISION, ""),
                      created=created, layers=len(attrs.get("RootFS", {}).get("Layers") or []))
 
 
+@engine_errors("build plan", BuildFailed)
 def plan_build(client: docker.DockerClient, settings: Settings, source: Source, log: Log) -> Plan:
     base = find_base_image(client, settings, log)
     changes = None
@@ -106,6 +105,7 @@ def plan_build(client: docker.DockerClient, settings: Settings, source: Source, 
 
 
 # -- full build --------------------------------------------------------------------------------------
+@engine_errors("full build", BuildFailed)
 def build_full(client: docker.DockerClient, settings: Settings, source: Source, *,
                build_args: dict[str, str], push: bool, log: Log, use_cache: bool = True) -> BuildResult:
     """`docker build` of the commit. The scheduled (daily) rebuild passes use_cache=False, so that
@@ -117,10 +117,10 @@ def build_full(client: docker.DockerClient, settings: Settings, source: Source, 
                           hint="check build.dockerfile and build.context in bgci.toml, and commit the file")
     _login_if_pushing(client, settings, push)
     context = context_tar(commit, source.context_prefix, settings.build.revision_file)
-    labels = {REVISION_LABEL: source.sha, LABEL_APP: settings.app, LABEL_KIND: "full"}
+    image_labels = {labels.REVISION: source.sha, labels.APP: settings.app, labels.KIND: "full"}
     log(f"full build of {source.sha[:12]} ({len(context.getbuffer()) // 1024} KiB context)")
     stream = client.api.build(fileobj=context, custom_context=True, dockerfile=settings.build.dockerfile,
-                              buildargs={**settings.build.args, **build_args}, labels=labels,
+                              buildargs={**settings.build.args, **build_args}, labels=image_labels,
                               rm=True, forcerm=True, nocache=not use_cache, decode=True)
     image_id = _follow_build(stream, log)
     tags = [f"{settings.from_scratch_repository}:{source.sha}", f"{settings.from_scratch_repository}:latest",
@@ -151,6 +151,7 @@ def _follow_build(stream: Iterable[dict[str, object]], log: Log) -> str:
 
 
 # -- delta build -------------------------------------------------------------------------------------
+@engine_errors("delta build", BuildFailed)
 def build_delta(client: docker.DockerClient, settings: Settings, source: Source, plan: Plan, *,
                 push: bool, log: Log) -> BuildResult:
     if plan.kind == "full" or plan.base is None:
@@ -177,8 +178,6 @@ def build_delta(client: docker.DockerClient, settings: Settings, source: Source,
         if script:
             _run_script(container, script, log)
         image_id = _commit_with_config(container, base_config, source.sha, plan, settings.app)
-    except (APIError, DockerException) as exc:
-        raise BuildFailed(f"delta build failed: {exc}") from None
     finally:
         _remove_quietly(container)
     return _tag_and_push(client, settings, plan.kind, source.sha, image_id,
@@ -235,9 +234,9 @@ def _commit_with_config(container: docker.models.containers.Container, base_conf
     Docker fills empty fields of the given config from the container's, which is how `docker
     commit` used to lose CMD or keep a build command; checking the result catches any such case.
     """
-    labels = {**(base_config.get("Labels") or {}), REVISION_LABEL: sha, LABEL_APP: app,  # type: ignore[dict-item]
-              LABEL_KIND: plan.kind, LABEL_BASE: plan.base.sha if plan.base else ""}
-    conf = {key: base_config.get(key) for key in KEPT_CONFIG} | {"Labels": labels}
+    image_labels = {**(base_config.get("Labels") or {}), labels.REVISION: sha, labels.APP: app,  # type: ignore[dict-item]
+              labels.KIND: plan.kind, labels.BASE_REVISION: plan.base.sha if plan.base else ""}
+    conf = {key: base_config.get(key) for key in KEPT_CONFIG} | {"Labels": image_labels}
     image_id = container.client.api.commit(container.id, conf=conf)["Id"]
     committed = container.client.images.get(image_id).attrs["Config"]
     drifted = [key for key in KEPT_CONFIG if (committed.get(key) or None) != (base_config.get(key) or None)]
@@ -326,7 +325,8 @@ def _tag_and_push(client: docker.DockerClient, settings: Settings, kind: str, sh
 
 def _login_if_pushing(client: docker.DockerClient, settings: Settings, push: bool) -> None:
     if push and not settings.registry.url:
-        raise ConfigError("--push needs a registry", hint="set registry.url in bgci.toml or BGCI_REGISTRY")
+        raise ConfigError("pushing needs a registry", hint="set registry.url in bgci.toml or BGCI_REGISTRY",
+                          option="push")
     if push:
         login(client, settings.registry.url, settings.registry_credentials)
 

@@ -14,16 +14,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
-
-from bgci.config import Settings
-from bgci.errors import EnvironmentNotFound, EnvironmentUnhealthy, RouterError, UnsafeUpstream
+from bgci.errors import ConfigError, EnvironmentNotFound, EnvironmentUnhealthy, RouterError, UnsafeUpstream
+from bgci.probe import PROBE_TIMEOUT, check_health, direct_session
 from bgci.router.nginx import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
 from bgci.schedulers.base import Environment, Instance, Scheduler
 from bgci.state import Actor, RouterState, Switch, SwitchLock, load_state, save_state, utc_now
 
-PROBE_TIMEOUT = (1.0, 2.0)  # connect, read
+if TYPE_CHECKING:
+    import requests
+
 PREVIEW_LOCK_WAIT = 60.0  # env create/destroy wait for a running promote rather than fail
 
 
@@ -87,15 +88,8 @@ class Deployer:
         self.scheduler, self.router = scheduler, router
         self.state_file, self.lock, self.actor = state_file, lock, actor
         self.health_path = health_path
-        self.session = session or requests.Session()
+        self.session = session or direct_session()  # probes go straight to the instances, never via a proxy
         self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings: Settings, scheduler: Scheduler, actor: Actor | None = None) -> Deployer:
-        router = NginxRouter.from_settings(settings)
-        return cls(scheduler, router, state_file=settings.path(settings.nginx.state_file),
-                   lock=SwitchLock(router.layout.lock_file), actor=actor or Actor.from_environment(),
-                   health_path=settings.deploy.health_path)
 
     # -- switching ---------------------------------------------------------------------------------------
     def promote(self, name: str, wait_lock: float = 0.0) -> SwitchResult:
@@ -156,14 +150,9 @@ class Deployer:
         """
         if not instance.host or not instance.port:
             return f"no address ({instance.state})"
-        address = validate_address(instance.host, instance.port)
-        try:
-            # A new connection each time: "healthy now" includes accepting one.
-            response = self.session.get(f"http://{address}{self.health_path}", timeout=PROBE_TIMEOUT,
-                                        allow_redirects=False, headers={"Connection": "close"})
-        except requests.RequestException as exc:
-            return f"{type(exc).__name__} ({instance.state})"
-        return "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        validate_address(instance.host, instance.port)
+        problem = check_health(self.session, instance.host, instance.port, self.health_path, timeout=PROBE_TIMEOUT)
+        return f"{problem} ({instance.state})" if problem and not problem.startswith("HTTP") else problem
 
     def _probe_for_status(self, instance: Instance) -> str:
         try:
@@ -203,7 +192,7 @@ class Deployer:
     def prune(self, keep: int, wait_lock: float = PREVIEW_LOCK_WAIT) -> list[str]:
         """Destroy every environment that is neither live, previous nor among the newest `keep`."""
         if keep < 0:
-            raise RouterError(f"--keep {keep}: must be 0 or more")
+            raise ConfigError(f"prune keep={keep}: must be 0 or more", option="keep")
         with self.lock.hold(self.actor, f"prune --keep {keep}", wait_lock):
             doomed = prunable(self.scheduler.list(), self.state(), keep)
             for name in doomed:

@@ -1,32 +1,94 @@
-"""One place that connects to the Docker engine and turns 'not answering' into a clear error."""
+"""The one boundary between bgci and the Docker engine.
+
+docker-py raises three kinds of thing: APIError (the engine answered with an
+error status), its other DockerExceptions (bad input such as an invalid
+repository name, a missing socket) and plain requests errors (the engine went
+away mid-call). :func:`engine_errors` turns each into a BgciError once, with
+the stage's error class (so its exit code) and a hint; every module that talks
+to the engine calls it instead of catching docker's errors itself, as
+docker-py's models rely on its api layer.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import docker
-import requests
-from docker.errors import DockerException
+from bgci.errors import BgciError, DockerUnavailable, ImageNotFound
 
-from bgci.errors import DockerUnavailable
+if TYPE_CHECKING:
+    import docker
 
 DEFAULT_TIMEOUT = 300  # seconds; a commit or a push of a big layer can take a while
+UNAVAILABLE_HINT = "start dockerd (scripts/setup.sh does) or set DOCKER_HOST"
 
 
 def connect(timeout: int = DEFAULT_TIMEOUT) -> docker.DockerClient:
     """A client for DOCKER_HOST (default: the local socket), checked with a ping."""
-    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    try:
+    import docker
+
+    with engine_errors("connect to the Docker engine"):
         client = docker.from_env(version="auto", timeout=timeout)
         client.ping()
-    except (DockerException, requests.exceptions.RequestException) as exc:
-        raise DockerUnavailable(
-            f"Docker daemon not answering at {where}: {_first_line(exc)}",
-            hint="start dockerd (scripts/setup.sh does) or set DOCKER_HOST",
-        ) from None
     return client
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+@contextlib.contextmanager
+def engine_errors(action: str, error: type[BgciError] = BgciError, hint: str | None = None) -> Iterator[None]:
+    """Raise a BgciError for any Docker or HTTP error inside: `error` for the engine's refusals,
+    ImageNotFound for a missing image, DockerUnavailable when the engine does not answer.
+
+    Usable as a decorator too (contextmanager objects are ContextDecorators).
+    """
+    import requests
+    from docker.errors import APIError, DockerException
+    from docker.errors import ImageNotFound as DockerImageNotFound
+
+    try:
+        yield
+    except BgciError:
+        raise
+    except DockerImageNotFound as exc:
+        raise ImageNotFound(f"{action}: {explanation(exc)}",
+                            hint="build it with `bgci build auto`, or set BGCI_REGISTRY to pull it") from None
+    except APIError as exc:
+        raise error(f"{action}: the Docker engine said: {explanation(exc)}", hint=hint) from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _unavailable(action, exc) from None
+    except DockerException as exc:
+        if _is_connection_problem(exc):
+            raise _unavailable(action, exc) from None
+        raise error(f"{action}: {first_line(exc)}", hint=hint) from None
+    except requests.RequestException as exc:
+        raise error(f"{action}: {type(exc).__name__}: {first_line(exc)}", hint=hint) from None
+
+
+def explanation(exc: Exception) -> str:
+    """The engine's own words for an APIError (its `explanation`), on one line."""
+    return first_line(getattr(exc, "explanation", None) or exc)
+
+
+def first_line(value: object, limit: int = 300) -> str:
+    lines = str(value).strip().splitlines()
+    return lines[0][:limit] if lines else type(value).__name__
+
+
+def _unavailable(action: str, exc: BaseException) -> DockerUnavailable:
+    return DockerUnavailable(f"{action}: Docker daemon not answering at {engine_address()}: {first_line(exc)}",
+                             hint=UNAVAILABLE_HINT)
+
+
+def _is_connection_problem(exc: Exception) -> bool:
+    # docker.from_env() wraps a refused socket as "Error while fetching server API version: ..."
+    import requests
+
+    text = str(exc)
+    return isinstance(exc.__cause__ or exc.__context__, requests.ConnectionError) or any(
+        word in text for word in ("Connection refused", "No such file or directory", "Connection aborted",
+                                  "Error while fetching server API version"))

@@ -15,10 +15,9 @@ after. The router registers and removes its preview hostnames there.
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,6 +25,7 @@ from bgci.config import ENV_NAME_PATTERN, DeploySettings, Settings
 from bgci.errors import BgciError, ConfigError, EnvironmentExists, EnvironmentFailed, EnvironmentNotFound
 from bgci.images import ImageRef, reference_for_sha
 from bgci.schedulers.base import Environment, EnvironmentSpec, ProgressCallback, Scheduler
+from bgci.state import user_name
 
 Log = Callable[[str], None]
 Resolve = Callable[[str], ImageRef]  # image reference -> the exact image (bgci.images.resolve_image)
@@ -45,7 +45,7 @@ def default_name(app: str, sha: str) -> str:
 
 def validate_name(name: str) -> str:
     if not re.match(ENV_NAME_PATTERN, name):
-        raise ConfigError(f"--name {name!r}: not a valid environment name",
+        raise ConfigError(f"environment name {name!r}: not valid", option="name",
                           hint="lower-case letters, digits and '-', at most 63, starting and ending alphanumeric")
     return name
 
@@ -59,25 +59,19 @@ def instance_limits() -> tuple[int, int]:
 def validate_instances(instances: int) -> int:
     low, high = instance_limits()
     if not low <= instances <= high:
-        raise ConfigError(f"--instances {instances}: allowed are {low} to {high}")
+        raise ConfigError(f"{instances} instances: allowed are {low} to {high}", option="instances")
     return instances
 
 
 def validate_timeout(timeout: float) -> float:
     if not 0 < timeout <= 86400:
-        raise ConfigError(f"--timeout {timeout:g}: expected seconds above 0 (at most a day)")
+        raise ConfigError(f"timeout {timeout:g}: expected seconds above 0 (at most a day)", option="timeout")
     return timeout
 
 
 def created_by(environ: Mapping[str, str]) -> str:
-    """Who asks: Jenkins' BUILD_USER (build-user-vars plugin), else the login user."""
-    for variable in ("BUILD_USER", "USER"):
-        if environ.get(variable):
-            return environ[variable]
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no passwd entry, e.g. a container with an arbitrary uid
-        return "unknown"
+    """Who asks: the Jenkins user who started the build, else the login user (one rule, bgci.state.user_name)."""
+    return user_name(environ)
 
 
 def utc_now() -> datetime:
@@ -115,18 +109,23 @@ class EnvironmentService:
         )
 
     def create(self, spec: EnvironmentSpec, *, timeout: float | None = None, keep_failed: bool = False,
-               progress: ProgressCallback | None = None) -> Environment:
-        """Start spec.instances instances and wait until all are healthy; on failure remove them (unless kept)."""
+               progress: ProgressCallback | None = None, on_ready: Sequence[ReadyHook] = ()) -> Environment:
+        """Start spec.instances instances and wait until all are healthy; on failure remove them (unless kept).
+
+        `on_ready` hooks run after self.on_ready, inside the failure handling.
+        """
         timeout = validate_timeout(self.settings.deploy.ready_timeout if timeout is None else timeout)
         self._refuse_existing(spec.name)
         self.log(f"creating {spec.name}: {spec.instances} x {spec.app} {spec.sha[:SHORT_SHA]} "
                  f"({spec.digest[:19]}) on {self.scheduler.name}")
-        self.scheduler.create(spec)
         try:
+            self.scheduler.create(spec)
             environment = self.scheduler.wait_until_ready(spec.name, timeout, progress)
-            for hook in self.on_ready:
+            for hook in [*self.on_ready, *on_ready]:
                 hook(environment)
-        except BaseException as exc:
+        except EnvironmentExists:
+            raise  # taken by a create racing this one: nothing here is ours to remove
+        except BaseException as exc:  # including Ctrl-C and a Jenkins abort (SIGTERM)
             self._after_failed_create(spec.name, exc, keep_failed)
             raise
         return environment
@@ -164,12 +163,12 @@ class EnvironmentService:
     # -- helpers -------------------------------------------------------------------------------------
     def _image(self, sha: str | None, image: str | None) -> ImageRef:
         if not (sha or image):
-            raise ConfigError("pass --sha SHA (the app's image of that commit) or --image REF")
+            raise ConfigError("name a sha (the app's image of that commit) or an image reference", option="sha")
         ref = self.resolve(image or reference_for_sha(self.settings, sha or ""))
         if sha and ref.sha and ref.sha != sha:
-            raise ConfigError(f"--sha {sha}: image {ref.reference} was built from {ref.sha}")
+            raise ConfigError(f"sha {sha}: image {ref.reference} was built from {ref.sha}", option="sha")
         if not (sha or ref.sha):
-            raise ConfigError(f"--image {image}: the image has no revision label, so its sha is unknown",
+            raise ConfigError(f"image {image}: it has no revision label, so its sha is unknown", option="image",
                               hint="pass --sha SHA as well")
         return dataclasses.replace(ref, sha=ref.sha or sha or "")
 

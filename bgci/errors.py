@@ -15,10 +15,12 @@ class BgciError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, option: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # The library's name for the input at fault (sha, name, instances...): the CLI names its flag.
+        self.option = option
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

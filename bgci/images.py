@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import docker
 from docker.errors import ImageNotFound as DockerImageNotFound
 
+from bgci import labels
 from bgci.config import Settings
+from bgci.dockerhost import engine_errors
 from bgci.errors import ConfigError, ImageNotFound
 from bgci.registry import pull_image
 
-REVISION_LABEL = "org.opencontainers.image.revision"
 SHA_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -52,10 +53,12 @@ def split_reference(reference: str) -> tuple[str, str]:
 
 def reference_for_sha(settings: Settings, sha: str) -> str:
     if not SHA_PATTERN.match(sha):
-        raise ConfigError(f"--sha {sha!r}: expected a full 40-character git sha", hint="see `bgci sha`")
+        raise ConfigError(f"sha {sha!r}: expected a full 40-character git sha", hint="see `bgci sha`",
+                          option="sha")
     return f"{settings.image_repository}:{sha}"
 
 
+@engine_errors("find image", ImageNotFound)
 def resolve_image(client: docker.DockerClient, settings: Settings, reference: str,
                   log: Callable[[str], None]) -> ImageRef:
     """Inspect `reference` locally; pull it from the registry when missing; raise ImageNotFound."""
@@ -77,5 +80,5 @@ def resolve_image(client: docker.DockerClient, settings: Settings, reference: st
 def image_ref(image: docker.models.images.Image, reference: str) -> ImageRef:
     repository, _ = split_reference(reference)
     repo_digest = next((d for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@")), "")
-    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
-    return ImageRef(reference=reference, id=image.id, repo_digest=repo_digest, sha=labels.get(REVISION_LABEL, ""))
+    found = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return ImageRef(reference=reference, id=image.id, repo_digest=repo_digest, sha=found.get(labels.REVISION, ""))

@@ -40,9 +40,12 @@ def push_image(client: docker.DockerClient, repository: str, tag: str, *, creden
     """Push repository:tag; return the manifest digest the registry stored."""
 
     def attempt() -> str:
-        stream = client.api.push(repository, tag=tag, stream=True, decode=True,
-                                 auth_config=_auth_config(credentials))
-        aux = _consume(stream, f"push {repository}:{tag}", log)
+        try:
+            stream = client.api.push(repository, tag=tag, stream=True, decode=True,
+                                     auth_config=_auth_config(credentials))
+            aux = _consume(stream, f"push {repository}:{tag}", log)
+        except APIError as exc:
+            raise _classify(f"push {repository}:{tag}", exc.explanation or str(exc)) from None
         digest = aux.get("Digest")
         if not digest:
             raise RegistryError(f"push {repository}:{tag}: the registry returned no digest")

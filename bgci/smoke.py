@@ -108,7 +108,7 @@ def target_for_url(url: str, host_header: str | None = None) -> Target:
     """A target from `http(s)://host[:port]`; anything else is a usage error."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
-        raise ConfigError(f"--url {url!r}: expected http(s)://host[:port] with no path",
+        raise ConfigError(f"smoke URL {url!r}: expected http(s)://host[:port] with no path",
                           hint="the checks' paths come from [[smoke]] in bgci.toml")
     return Target(name="url", base_url=f"{parts.scheme}://{parts.netloc}", host_header=host_header)
 

@@ -38,15 +38,19 @@ class Actor:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Actor:
         environ = os.environ if environ is None else environ
-        user = environ.get("BUILD_USER_ID") or _user()
-        return cls(who=f"{user}@{socket.gethostname()}", build_url=environ.get("BUILD_URL", ""))
+        return cls(who=f"{user_name(environ)}@{socket.gethostname()}", build_url=environ.get("BUILD_URL", ""))
 
 
-def _user() -> str:
+def user_name(environ: Mapping[str, str]) -> str:
+    """Who asks: the Jenkins user who started the build (BUILD_USER_ID, the build-user-vars plugin's
+    login id; stable, unlike BUILD_USER, the display name), else the login user."""
+    for variable in ("BUILD_USER_ID", "USER", "LOGNAME"):
+        if environ.get(variable):
+            return environ[variable]
     try:
         return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
+    except (KeyError, OSError):  # no passwd entry, e.g. a container with an arbitrary uid
+        return "unknown"
 
 
 def utc_now() -> str:

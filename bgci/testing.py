@@ -49,18 +49,14 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.errors import ImageNotFound as DockerImageNotFound
 
-from bgci import junit
+from bgci import junit, labels
 from bgci.config import Settings, TestSettings
+from bgci.dockerhost import engine_errors
 from bgci.errors import ConfigError, TestsFailed
 from bgci.images import ImageRef, image_ref
 
 Log = Callable[[str], None]
 
-LABEL_APP = "io.bgci.app"
-LABEL_KIND = "io.bgci.kind"  # on test images: "test"; on test containers: "test-run"
-LABEL_TEST_BASE = "io.bgci.test.base-image"  # the production image id a test image is built on
-LABEL_TEST_BASE_DIGEST = "io.bgci.test.base-digest"
-LABEL_TEST_PACKAGES = "io.bgci.test.packages"
 PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?$")  # name[:arch][=version]
 OUTPUT_TAIL_LINES = 40
 MAX_REPORT_BYTES = 64 * 1024 * 1024
@@ -132,6 +128,7 @@ class TestReport:
 
 
 # -- the whole run -----------------------------------------------------------------------------------
+@engine_errors("test run", TestsFailed, hint="the suite did not run to its end; nothing was left behind")
 def run_tests(client: docker.DockerClient, settings: Settings, image: ImageRef, *, results_dir: Path,
               timeout: float | None = None, output: Log, log: Log) -> TestReport:
     """Run the suite against `image` (through its test image when extras are configured); write the report."""
@@ -142,7 +139,7 @@ def run_tests(client: docker.DockerClient, settings: Settings, image: ImageRef, 
     log(f"testing {image.reference} ({image.digest}) in {run_image.reference}: {' '.join(test.command)}")
     run = run_suite(client, run_image.id, test, timeout=timeout, output=output,
                     name=f"{settings.app}-test-{name[:12]}-{uuid.uuid4().hex[:6]}",
-                    labels={LABEL_APP: settings.app, LABEL_KIND: "test-run"})
+                    container_labels={labels.APP: settings.app, labels.KIND: "test-run"})
     properties = {"bgci.kind": "unit", "bgci.app": settings.app, "bgci.sha": image.sha,
                   "bgci.image": image.reference, "bgci.digest": image.digest, "bgci.run-image": run_image.reference}
     data, problem = suite_report(run, test.junit_path, timeout, f"unit {name}", properties)
@@ -159,7 +156,7 @@ def test_image_tag(settings: Settings, image: ImageRef, packages: list[str]) -> 
     return f"{settings.image_repository}-test:{_hex12(image.digest)}-{packages_hash}"
 
 
-def test_dockerfile(base_image_id: str, packages: list[str], user: str, labels: dict[str, str]) -> str:
+def test_dockerfile(base_image_id: str, packages: list[str], user: str, image_labels: dict[str, str]) -> str:
     """FROM the production image by id, install the packages as root, give the image its user back."""
     for package in packages:
         if not PACKAGE_PATTERN.match(package):
@@ -171,7 +168,7 @@ def test_dockerfile(base_image_id: str, packages: list[str], user: str, labels: 
         "RUN apt-get update \\\n"
         f" && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {' '.join(packages)} \\\n"
         " && rm -rf /var/lib/apt/lists/*",
-        "LABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items())),
+        "LABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(image_labels.items())),
     ]
     if user and user not in ("root", "0"):
         lines.append(f"USER {user}")
@@ -191,9 +188,9 @@ def ensure_test_image(client: docker.DockerClient, settings: Settings, image: Im
     from bgci.build import _follow_build  # the build stream reader shared with full builds
 
     user = (client.images.get(image.id).attrs.get("Config") or {}).get("User") or ""
-    labels = {LABEL_KIND: "test", LABEL_TEST_BASE: image.id, LABEL_TEST_BASE_DIGEST: image.digest,
-              LABEL_TEST_PACKAGES: " ".join(packages)}
-    dockerfile = test_dockerfile(image.id, packages, user, labels).encode()
+    image_labels = {labels.KIND: "test", labels.TEST_BASE: image.id, labels.TEST_BASE_DIGEST: image.digest,
+              labels.TEST_PACKAGES: " ".join(packages)}
+    dockerfile = test_dockerfile(image.id, packages, user, image_labels).encode()
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
@@ -208,7 +205,7 @@ def ensure_test_image(client: docker.DockerClient, settings: Settings, image: Im
 
 # -- one container run -------------------------------------------------------------------------------
 def run_suite(client: docker.DockerClient, image_id: str, test: TestSettings, *, timeout: float, output: Log,
-              name: str, labels: dict[str, str]) -> SuiteRun:
+              name: str, container_labels: dict[str, str]) -> SuiteRun:
     """Run the command in a fresh container, stream its output, copy the JUnit file out, remove it."""
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     container = None
@@ -216,7 +213,7 @@ def run_suite(client: docker.DockerClient, image_id: str, test: TestSettings, *,
     try:
         try:
             container = client.containers.create(image_id, command=test.command, environment=test.env,
-                                                 name=name, labels=labels, detach=True)
+                                                 name=name, labels=container_labels, detach=True)
             before = _file_stat(container, test.junit_path)
             started = time.monotonic()
             container.start()

@@ -20,18 +20,12 @@ import docker
 import pytest
 import requests
 
+from bgci import labels
 from bgci.environments import EnvironmentService
 from bgci.errors import EnvironmentFailed, EnvironmentNotFound
 from bgci.images import resolve_image
-from bgci.schedulers.base import LABEL_APP, LABEL_ENV, LABEL_SHA, Scheduler
-from bgci.schedulers.local import (
-    LABEL_INDEX,
-    LocalScheduler,
-    environment_from,
-    exit_reason,
-    plan_scale,
-    published_address,
-)
+from bgci.schedulers.base import Scheduler
+from bgci.schedulers.local import LocalScheduler, environment_from, exit_reason, plan_scale, published_address
 from tests.conftest import SampleBuild
 
 UNBUILT_SHA = "0" * 40
@@ -43,7 +37,7 @@ def summary(index: int, state: str = "running", port: int = 32000, ip: str = "12
     return {
         "Id": f"id{index}", "Names": [f"/shop-abc.{index}"], "State": state, "Status": "Up 2 seconds",
         "Ports": [{"IP": ip, "PrivatePort": 8000, "PublicPort": port + index, "Type": "tcp"}] if port else [],
-        "Labels": {LABEL_APP: "shop", LABEL_ENV: "shop-abc", LABEL_SHA: "a" * 40, LABEL_INDEX: str(index),
+        "Labels": {labels.APP: "shop", labels.ENV: "shop-abc", labels.SHA: "a" * 40, labels.INDEX: str(index),
                    **labels},
     }
 
@@ -148,8 +142,8 @@ def test_local_scheduler_has_the_whole_interface() -> None:
 
 # -- with real containers ------------------------------------------------------------------------------
 def app_containers(client: docker.DockerClient, app: str, env: str | None = None) -> list:
-    labels = [f"{LABEL_APP}={app}", LABEL_INDEX] + ([f"{LABEL_ENV}={env}"] if env else [])
-    return client.containers.list(all=True, filters={"label": labels})
+    wanted = [f"{labels.APP}={app}", labels.INDEX] + ([f"{labels.ENV}={env}"] if env else [])
+    return client.containers.list(all=True, filters={"label": wanted})
 
 
 @pytest.fixture
@@ -197,9 +191,9 @@ def test_three_instances_scale_to_five_and_two_then_destroy(service: Environment
     # Metadata lives on the containers, nowhere else: names, labels, published on bind_address, restart policy.
     containers = sorted(app_containers(docker_client, sample_build.app, name), key=lambda c: c.name)
     assert [c.name for c in containers] == [f"{name}.1", f"{name}.2", f"{name}.3"]
-    labels = containers[0].labels
-    assert labels[LABEL_SHA] == sample_build.sha and labels["io.bgci.created-at"] == env.created_at
-    assert labels["io.bgci.digest"] == env.digest == docker_client.images.get(sample_build.result.reference).id
+    found = containers[0].labels
+    assert found[labels.SHA] == sample_build.sha and found["io.bgci.created-at"] == env.created_at
+    assert found["io.bgci.digest"] == env.digest == docker_client.images.get(sample_build.result.reference).id
     assert containers[0].attrs["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert containers[0].attrs["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"
 

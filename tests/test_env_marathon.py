@@ -22,10 +22,11 @@ import jsonschema
 import pytest
 import requests
 
+from bgci import labels
 from bgci.environments import EnvironmentService
 from bgci.errors import DeploymentInProgress, EnvironmentFailed, EnvironmentNotFound
 from bgci.images import resolve_image
-from bgci.schedulers.base import LABEL_ENV, LABEL_SHA, Scheduler
+from bgci.schedulers.base import Scheduler
 from bgci.schedulers.marathon import MarathonClient, MarathonScheduler
 from tests.conftest import SampleBuild, empty_marathon
 from tests.emulators.marathon import DEFAULT_SCHEMA_PATH, MarathonEmulator
@@ -69,7 +70,7 @@ def service(scheduler: MarathonScheduler, sample_build: SampleBuild,
 
 def env_containers(client: docker.DockerClient, env: str) -> list[Any]:
     """Containers carrying the environment's label (the emulator copies the app's labels onto each task)."""
-    return client.containers.list(all=True, filters={"label": f"{LABEL_ENV}={env}"})
+    return client.containers.list(all=True, filters={"label": f"{labels.ENV}={env}"})
 
 
 def posted_bodies(marathon: MarathonEmulator) -> list[Any]:
@@ -95,7 +96,7 @@ def test_three_instances_scale_to_five_and_two_then_destroy(
     raw = requests.get(app, timeout=5).json()["app"]
     assert (raw["tasksRunning"], raw["tasksHealthy"], raw["deployments"]) == (3, 3, [])
     # Metadata lives in the app's labels, nowhere else; the body sent passed Marathon's schema.
-    assert raw["labels"][LABEL_SHA] == sample_build.sha and raw["labels"]["io.bgci.created-at"] == env.created_at
+    assert raw["labels"][labels.SHA] == sample_build.sha and raw["labels"]["io.bgci.created-at"] == env.created_at
     (body,) = posted_bodies(clean)
     jsonschema.Draft4Validator(json.loads(DEFAULT_SCHEMA_PATH.read_text())).validate(body)
     assert [(e.name, len(e.healthy_instances)) for e in service.list()] == [(name, 3)]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bgci import environments
+from bgci import environments, state
 from bgci.config import ENV_NAME_PATTERN, Settings
 from bgci.environments import EnvironmentService
 from bgci.errors import (
@@ -24,6 +24,7 @@ from bgci.errors import (
 )
 from bgci.images import ImageRef
 from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, ProgressCallback, Scheduler
+from bgci.state import Actor
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OTHER_SHA = "f" * 40
@@ -109,7 +110,8 @@ def service(scheduler: FakeScheduler, resolved: list[str]) -> EnvironmentService
         return images[reference]
 
     return EnvironmentService(scheduler, Settings(app="web-app"), resolve=resolve,
-                              environ={"BUILD_USER": "jenkins-alice", "USER": "jenkins"}, now=lambda: NOW)
+                              environ={"BUILD_USER_ID": "jenkins-alice", "BUILD_USER": "Alice", "USER": "jenkins"},
+                              now=lambda: NOW)
 
 
 # -- names and input rules ---------------------------------------------------------------------------
@@ -144,14 +146,17 @@ def test_absurd_timeouts_are_refused(timeout: float) -> None:
 
 
 def test_created_by_prefers_the_jenkins_build_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Jenkins (build-user-vars plugin) names the human who started the build; USER is the agent's account.
-    assert environments.created_by({"BUILD_USER": "alice", "USER": "jenkins"}) == "alice"
+    # Jenkins (build-user-vars plugin) names the human who started the build by login id (BUILD_USER_ID;
+    # BUILD_USER is the display name); USER is the agent's account. The state file records the same user.
+    environ = {"BUILD_USER_ID": "alice", "BUILD_USER": "Alice Smith", "USER": "jenkins"}
+    assert environments.created_by(environ) == "alice"
+    assert Actor.from_environment(environ).who.startswith("alice@")
     assert environments.created_by({"USER": "bob"}) == "bob"
 
     def no_user() -> str:
         raise KeyError("uid 1234 not in passwd")  # what getpass does for an arbitrary container uid
 
-    monkeypatch.setattr(environments.getpass, "getuser", no_user)
+    monkeypatch.setattr(state.getpass, "getuser", no_user)
     assert environments.created_by({}) == "unknown"
 
 

@@ -22,10 +22,11 @@ from typing import Any
 import jsonschema
 import pytest
 
+from bgci import labels
 from bgci.config import Credentials, DeploySettings, MarathonSettings, Settings
 from bgci.errors import ConfigError, DeploymentInProgress, MarathonAPIError, SchedulerError, SchedulerUnavailable
 from bgci.schedulers import get_scheduler
-from bgci.schedulers.base import LABEL_ENV, EnvironmentSpec, Scheduler
+from bgci.schedulers.base import EnvironmentSpec, Scheduler
 from bgci.schedulers.marathon import (
     EventWatch,
     MarathonApp,
@@ -232,7 +233,7 @@ def broken(path: str, value: Any) -> dict[str, Any]:
     (broken("tasks.1.id", "DELETE"), "app.tasks[1].id: missing (and no taskId either)"),
     (broken("tasks.0.healthCheckResults.0.alive", "yes"), "app.tasks[0].healthCheckResults[0].alive: expected a "
                                                            'boolean, got "yes"'),
-    (broken("labels", {LABEL_ENV: 7}), "app.labels.io.bgci.env: expected a string, got 7"),
+    (broken("labels", {labels.ENV: 7}), "app.labels.io.bgci.env: expected a string, got 7"),
     (broken("deployments", [{"version": "x"}]), "app.deployments[0].id: missing"),
     (broken("container", {"portMappings": "8000"}), "app.container.portMappings: expected a list"),
     (["not", "an", "app"], "app: expected an object"),

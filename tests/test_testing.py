@@ -25,7 +25,7 @@ import docker
 import pytest
 
 from bgci import build as builds
-from bgci import images, testing
+from bgci import images, labels, testing
 from bgci.config import Settings, load_settings
 from bgci.errors import ConfigError, TestsFailed
 from bgci.images import ImageRef
@@ -107,9 +107,9 @@ def test_test_image_is_production_plus_packages_and_production_stays_clean(
     # Tagged from the production digest and the package list, labelled with what it was built from.
     assert test_image.reference == testing.test_image_tag(sample_build.settings, prod, ["memcached"])
     assert re.fullmatch(rf"{sample_build.app}-test:[0-9a-f]{{12}}-[0-9a-f]{{12}}", test_image.reference)
-    labels = docker_client.images.get(test_image.id).labels
-    assert labels[testing.LABEL_TEST_BASE_DIGEST] == prod.digest
-    assert labels[testing.LABEL_TEST_PACKAGES] == "memcached"
+    found = docker_client.images.get(test_image.id).labels
+    assert found[labels.TEST_BASE_DIGEST] == prod.digest
+    assert found[labels.TEST_PACKAGES] == "memcached"
     assert test_image.sha == sample_build.sha  # the revision label is inherited: same code
     # Reused, not rebuilt, while the tag exists.
     logs: list[str] = []

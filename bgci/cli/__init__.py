@@ -14,7 +14,8 @@ import sys
 import click
 
 from bgci import __version__
-from bgci.cli.common import AppContext
+from bgci.cli.common import AppContext, terminate_as_interrupt
+from bgci.dockerhost import first_line
 from bgci.errors import BgciError
 
 # command name -> "module:attribute", loaded on first use
@@ -43,14 +44,17 @@ class LazyGroup(click.Group):
         return sorted({*super().list_commands(ctx), *self.lazy})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.lazy:
-            module_name, attribute = self.lazy[name].split(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError:
-                return None  # a command whose module is not there yet
-            return getattr(module, attribute)
-        return super().get_command(ctx, name)
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module_name, attribute = self.lazy[name].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+                raise  # bgci's own module is missing: a broken install, not a user error
+            raise click.ClickException(f"`bgci {name}` needs the Python package {exc.name!r}, which is not "
+                                       f"installed (reinstall bgci: pip install bgci)") from None
+        return getattr(module, attribute)
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,20 +69,40 @@ def cli(ctx: click.Context, config_file: str | None, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the group, map errors to one line on stderr and an exit code."""
-    try:
-        cli.main(args=argv, prog_name="bgci", standalone_mode=False)
-    except BgciError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    """Console entry point: run the group, map errors to one line on stderr and an exit code.
+
+    SIGTERM (how Jenkins aborts a build) is handled like Ctrl-C in every command, so the same
+    cleanups run: no container, tag or half-written nginx file is left behind.
+    """
+    with terminate_as_interrupt():
+        try:
+            cli.main(args=argv, prog_name="bgci", standalone_mode=False)
+        except BgciError as exc:
+            click.echo(f"Error: {describe_error(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:  # outside a command (click turns one inside into Abort)
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if not _is_outside_fault(exc):
+                raise  # a bug in bgci: the traceback is what a report needs
+            click.echo(f"Error: {type(exc).__name__}: {first_line(exc)}", err=True)
+            sys.exit(1)
+
+
+def _is_outside_fault(exc: Exception) -> bool:
+    """A file, network, engine or registry fault the library did not turn into a BgciError itself."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("docker", "requests", "urllib3")
+
+
+def describe_error(exc: BgciError) -> str:
+    """The error's one line, led by the flag that set the input at fault when there is one."""
+    return f"--{exc.option.replace('_', '-')}: {exc}" if exc.option else str(exc)

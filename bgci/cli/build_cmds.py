@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from bgci import build as builds
@@ -45,24 +47,28 @@ def build() -> None:
     """Build the production image of a commit (full, delta or auto)."""
 
 
-def _build_options(command: click.Command) -> click.Command:
-    for decorator in reversed([
-        rev_option,
-        click.option("--push/--no-push", default=None,
-                     help="Push to the registry (default: push when a registry is configured)."),
-        click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
-                     help="Build argument (adds to [build.args]); repeatable."),
-        click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
-                     help="Use Docker's build cache for a full build (the daily rebuild uses --no-cache)."),
-        json_option,
-        pass_app,
-    ]):
-        command = decorator(command)
-    return command
+def _build_options(*, full: bool) -> Callable[[click.Command], click.Command]:
+    """The options of a build command; build arguments and the cache only mean something to `docker build`."""
+    options = [rev_option,
+               click.option("--push/--no-push", default=None,
+                            help="Push to the registry (default: push when a registry is configured).")]
+    if full:
+        options += [click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+                                 help="Build argument (adds to [build.args]); repeatable."),
+                    click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
+                                 help="Use Docker's build cache for a full build (the daily rebuild uses --no-cache).")]
+    options += [json_option, pass_app]
+
+    def decorate(command: click.Command) -> click.Command:
+        for decorator in reversed(options):
+            command = decorator(command)
+        return command
+
+    return decorate
 
 
 @build.command()
-@_build_options
+@_build_options(full=True)
 def full(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], use_cache: bool,
          as_json: bool) -> None:
     """`docker build` of REV: tags <app>-from-scratch:<sha>, :latest and <app>:<sha>."""
@@ -74,9 +80,8 @@ def full(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ..
 
 
 @build.command()
-@_build_options
-def delta(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], use_cache: bool,
-          as_json: bool) -> None:
+@_build_options(full=False)
+def delta(app: AppContext, rev: str, push: bool | None, as_json: bool) -> None:
     """Lay REV's changes onto the newest from-scratch image (reinstalling deps when they changed)."""
     source = builds.Source.open(app.settings, rev)
     result = builds.build_delta(app.docker, app.settings, source,
@@ -86,10 +91,10 @@ def delta(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, .
 
 
 @build.command()
-@_build_options
+@_build_options(full=True)
 def auto(app: AppContext, rev: str, push: bool | None, build_args: tuple[str, ...], use_cache: bool,
          as_json: bool) -> None:
-    """Plan, then run the build the plan names."""
+    """Plan, then run the build the plan names (--build-arg and --cache apply when it is a full build)."""
     source = builds.Source.open(app.settings, rev)
     result = builds.build_auto(app.docker, app.settings, source,
                                build_args=parse_key_values(build_args, "--build-arg"),

@@ -1,4 +1,4 @@
-"""What every command shares: settings, a Docker client, progress output and --json."""
+"""What every command shares: settings, the application object, progress output, --json and --scheduler."""
 
 from __future__ import annotations
 
@@ -15,11 +15,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bgci.config import Settings, load_settings
+from bgci.schedulers import BACKENDS
 
 if TYPE_CHECKING:
     import docker
 
+    from bgci.app import Bgci
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+scheduler_option = click.option(
+    "--scheduler", type=click.Choice(sorted(BACKENDS)), default=None,
+    help="Scheduler backend (default: deploy.scheduler in bgci.toml, or BGCI_SCHEDULER).")
 
 
 @dataclass
@@ -28,7 +34,7 @@ class AppContext:
 
     config_file: str | None = None
     quiet: bool = False
-    _overrides: dict[str, Any] = field(default_factory=dict)
+    _bgci: Bgci | None = field(default=None, repr=False)
 
     @cached_property
     def settings(self) -> Settings:
@@ -36,9 +42,15 @@ class AppContext:
 
     @cached_property
     def docker(self) -> docker.DockerClient:
-        from bgci.dockerhost import connect
+        return self.bgci().docker
 
-        return connect()
+    def bgci(self, scheduler: str | None = None, force: bool = False) -> Bgci:
+        """The application object for this app (one per command run; the options of the first call win)."""
+        if self._bgci is None:
+            from bgci.app import Bgci
+
+            self._bgci = Bgci(self.settings, scheduler=scheduler, force=force, log=self.log)
+        return self._bgci
 
     def log(self, message: str) -> None:
         """Progress for humans: stderr, so stdout stays the result."""

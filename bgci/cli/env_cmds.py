@@ -1,4 +1,4 @@
-"""bgci env create | list | show | backends | scale | destroy: environments of the app by git sha.
+"""bgci env create | list | show | backends | scale | destroy | prune: environments of the app by git sha.
 
 No prompts anywhere: Jenkins runs these unattended, and `destroy` names one environment exactly.
 """
@@ -7,60 +7,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from bgci import environments
-from bgci.cli.common import AppContext, emit, json_option, parse_key_values, pass_app
-from bgci.environments import SHORT_SHA, EnvironmentService
-from bgci.images import resolve_image
-from bgci.schedulers import BACKENDS, get_scheduler
-from bgci.schedulers.base import Environment, ProgressCallback, Scheduler
+from bgci.cli.common import AppContext, emit, json_option, parse_key_values, pass_app, scheduler_option
+from bgci.environments import SHORT_SHA
+from bgci.schedulers.base import Environment, ProgressCallback
 
-if TYPE_CHECKING:
-    from bgci.deployer import Deployer
-
-scheduler_option = click.option(
-    "--scheduler", type=click.Choice(sorted(BACKENDS)), default=None,
-    help="Backend to use (default: deploy.scheduler in bgci.toml, or BGCI_SCHEDULER).")
 timeout_option = click.option("--timeout", type=float, default=None, metavar="SECONDS",
                               help="How long to wait for every instance to be healthy (default: deploy.ready_timeout).")
 force_option = click.option("--force", is_flag=True,
                             help="Marathon: override a deployment that locks the app (?force=true) instead of waiting.")
-
-
-def _with_force(service: EnvironmentService, force: bool) -> EnvironmentService:
-    """--force reaches backends with deployment locks (Marathon); the local engine has none to override."""
-    if force and hasattr(service.scheduler, "force"):
-        service.scheduler.force = True
-    return service
-
-
-def _service(app: AppContext, scheduler: str | None, *, preview: bool = True) -> EnvironmentService:
-    """The environment service, with the router's hooks: previews follow environments, the live one stays."""
-    settings = app.settings
-    backend = get_scheduler(settings, scheduler)
-    service = EnvironmentService(backend, settings, log=app.log,
-                                 resolve=lambda reference: resolve_image(app.docker, settings, reference, app.log))
-    deployer = _deployer(app, backend)
-    if preview:
-        service.on_ready.append(lambda environment: _register_preview(app, deployer, environment))
-    service.before_destroy.extend([deployer.check_destroyable, deployer.unregister_preview])
-    return service
-
-
-def _deployer(app: AppContext, backend: Scheduler) -> Deployer:
-    from bgci.deployer import Deployer
-
-    return Deployer.from_settings(app.settings, backend)
-
-
-def _register_preview(app: AppContext, deployer: Deployer, environment: Environment) -> None:
-    applied = deployer.register_preview(environment)
-    host = deployer.router.site.preview_host(environment.name)
-    app.log(f"preview: http://{host}" + ("" if applied.reloaded else
-                                          " (nginx not running: served once `bgci router start` runs)"))
 
 
 def _check(name: str | None = None, instances: int | None = None, timeout: float | None = None) -> None:
@@ -116,9 +75,9 @@ def create(app: AppContext, sha: str | None, image: str | None, name: str | None
         raise click.UsageError("pass --sha SHA or --image REF")
     variables = parse_key_values(env_vars, "--env")
     _check(name=name, instances=instances, timeout=timeout)
-    service = _with_force(_service(app, scheduler, preview=preview), force)
-    spec = service.spec_for(sha=sha, image=image, name=name, instances=instances, env=variables)
-    result = service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=_progress(app))
+    result = app.bgci(scheduler, force).create_environment(
+        sha=sha, image=image, name=name, instances=instances, env=variables, timeout=timeout,
+        keep_failed=keep_failed, preview=preview, progress=_progress(app))
     emit(_as_dict(result), as_json, _describe(result))
 
 
@@ -131,7 +90,7 @@ def list_(app: AppContext, scheduler: str | None, as_json: bool) -> None:
 
     Each with its sha, healthy/wanted instances, and who created it when.
     """
-    found = _service(app, scheduler).list()
+    found = app.bgci(scheduler).list_environments()
     if not found and not as_json:
         app.log(f"no environments of {app.settings.app}")
         return
@@ -151,7 +110,7 @@ def show(app: AppContext, name: str, scheduler: str | None, as_json: bool) -> No
 
     Its sha, image digest, who created it when, and each instance's address and health.
     """
-    environment = _service(app, scheduler).get(name)
+    environment = app.bgci(scheduler).get_environment(name)
     emit(_as_dict(environment), as_json, _describe(environment))
 
 
@@ -165,7 +124,7 @@ def backends(app: AppContext, name: str, scheduler: str | None, as_json: bool) -
 
     Running instances only: what an nginx upstream block needs.
     """
-    environment = _service(app, scheduler).get(name)
+    environment = app.bgci(scheduler).get_environment(name)
     addresses = [i.address for i in environment.instances if i.port]
     emit(addresses, as_json, "\n".join(addresses))
 
@@ -186,8 +145,8 @@ def scale(app: AppContext, name: str, instances: int, scheduler: str | None, tim
     scale-out goes back to the previous count.
     """
     _check(instances=instances, timeout=timeout)
-    environment = _with_force(_service(app, scheduler), force).scale(name, instances, timeout=timeout,
-                                                                     progress=_progress(app))
+    environment = app.bgci(scheduler, force).scale_environment(name, instances, timeout=timeout,
+                                                               progress=_progress(app))
     emit(_as_dict(environment), as_json, _describe(environment))
 
 
@@ -200,10 +159,11 @@ def scale(app: AppContext, name: str, instances: int, scheduler: str | None, tim
 def destroy(app: AppContext, name: str, scheduler: str | None, force: bool, as_json: bool) -> None:
     """Remove NAME's preview hostname, then stop and remove every instance.
 
-    Refused for the live environment. No prompt: Jenkins runs it unattended,
+    Refused for the live environment; checked, unrouted and destroyed under the switch lock, so a
+    promote cannot make NAME live in between. No prompt: Jenkins runs it unattended,
     and NAME names one environment exactly.
     """
-    _with_force(_service(app, scheduler), force).destroy(name)
+    app.bgci(scheduler, force).destroy_environment(name)
     emit({"destroyed": name}, as_json, f"destroyed {name}")
 
 
@@ -218,7 +178,7 @@ def prune(app: AppContext, keep: int, scheduler: str | None, as_json: bool) -> N
 
     Each goes like `bgci env destroy`: preview removed first, under the switch lock.
     """
-    doomed = _deployer(app, get_scheduler(app.settings, scheduler)).prune(keep)
+    doomed = app.bgci(scheduler).prune_environments(keep)
     emit({"destroyed": doomed}, as_json, "\n".join(f"destroyed {name}" for name in doomed) or "nothing to prune")
 
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import click
 
-from bgci.cli.common import AppContext, emit, json_option, pass_app, terminate_as_interrupt
-from bgci.deployer import Deployer, Status, SwitchResult
-from bgci.router.nginx import NginxRouter, NginxStatus
+from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_option
+from bgci.deployer import Status, SwitchResult
+from bgci.router.nginx import NginxStatus
 
 wait_lock_option = click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
                                 show_default=True, help="Wait this long for another promote/rollback to finish.")
-
-
-def _deployer(app: AppContext) -> Deployer:
-    from bgci.schedulers import get_scheduler
-
-    return Deployer.from_settings(app.settings, get_scheduler(app.settings))
 
 
 @click.group()
@@ -28,7 +22,7 @@ def router() -> None:
 @pass_app
 def start(app: AppContext, as_json: bool) -> None:
     """Start the embedded nginx (`nginx -p <nginx.dir>`), listening on nginx.listen."""
-    emit(NginxRouter.from_settings(app.settings).start(), as_json, _nginx_line(app, "started"))
+    emit(app.bgci().router.start(), as_json, _nginx_line(app, "started"))
 
 
 @router.command()
@@ -36,7 +30,7 @@ def start(app: AppContext, as_json: bool) -> None:
 @pass_app
 def stop(app: AppContext, as_json: bool) -> None:
     """Stop the embedded nginx gracefully (in-flight requests finish)."""
-    emit(NginxRouter.from_settings(app.settings).stop(), as_json, "nginx stopped")
+    emit(app.bgci().router.stop(), as_json, "nginx stopped")
 
 
 @router.command(name="status")
@@ -44,43 +38,44 @@ def stop(app: AppContext, as_json: bool) -> None:
 @pass_app
 def router_status(app: AppContext, as_json: bool) -> None:
     """Is nginx running, where does it listen, which file to include."""
-    result = NginxRouter.from_settings(app.settings).status()
+    result = app.bgci().router.status()
     emit(result, as_json, _describe_nginx(result))
 
 
 @click.command()
 @click.argument("env")
 @wait_lock_option
+@scheduler_option
 @json_option
 @pass_app
-def promote(app: AppContext, env: str, wait_lock: float, as_json: bool) -> None:
+def promote(app: AppContext, env: str, wait_lock: float, scheduler: str | None, as_json: bool) -> None:
     """Make ENV live: every instance healthy now, nginx tested, switched, reloaded and verified.
 
     On any failure the previous configuration is restored and the command exits non-zero.
     """
     app.log(f"promoting {env}")
-    with terminate_as_interrupt():  # a Jenkins abort undoes a switch in progress
-        result = _deployer(app).promote(env, wait_lock=wait_lock)
+    result = app.bgci(scheduler).promote(env, wait_lock=wait_lock)  # a Jenkins abort undoes a switch under way
     emit(result, as_json, _describe_switch(result))
 
 
 @click.command()
 @wait_lock_option
+@scheduler_option
 @json_option
 @pass_app
-def rollback(app: AppContext, wait_lock: float, as_json: bool) -> None:
+def rollback(app: AppContext, wait_lock: float, scheduler: str | None, as_json: bool) -> None:
     """Make the previous environment live again (it must still run and be healthy)."""
-    with terminate_as_interrupt():  # a Jenkins abort undoes a switch in progress
-        result = _deployer(app).rollback(wait_lock=wait_lock)
+    result = app.bgci(scheduler).rollback(wait_lock=wait_lock)
     emit(result, as_json, _describe_switch(result))
 
 
 @click.command()
+@scheduler_option
 @json_option
 @pass_app
-def status(app: AppContext, as_json: bool) -> None:
+def status(app: AppContext, scheduler: str | None, as_json: bool) -> None:
     """Live, previous and preview environments, with their instances and health (probed now)."""
-    result = _deployer(app).status()
+    result = app.bgci(scheduler).status()
     emit(result, as_json, _describe_status(result))
 
 

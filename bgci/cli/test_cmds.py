@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from bgci import images
-from bgci.cli.common import AppContext, emit, json_option, pass_app, terminate_as_interrupt
+from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_option
 
 junit_dir_option = click.option(
     "--junit-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -36,10 +36,10 @@ def test(app: AppContext, sha: str | None, reference: str | None, junit_dir: Pat
     settings = app.settings
     if not reference:
         reference = images.reference_for_sha(settings, sha or _head_sha(app))
-    image = images.resolve_image(app.docker, settings, reference, app.log)
-    with terminate_as_interrupt():  # an aborted Jenkins build still removes the test container
-        report = testing.run_tests(app.docker, settings, image, results_dir=_results_dir(app, junit_dir),
-                                   timeout=timeout, output=app.log, log=app.log)
+    bgci = app.bgci()
+    image = bgci.resolve_image(reference)  # an aborted Jenkins build (SIGTERM) still removes the test container
+    report = testing.run_tests(bgci.docker, settings, image, results_dir=bgci.results_dir(junit_dir),
+                               timeout=timeout, output=app.log, log=app.log)
     emit(report, as_json, report.describe())
     report.raise_for_status()
 
@@ -54,10 +54,11 @@ def test(app: AppContext, sha: str | None, reference: str | None, junit_dir: Pat
 @click.option("--name", metavar="NAME",
               help="Report name: smoke-NAME.xml (default: the environment's sha, or the URL's host-port).")
 @junit_dir_option
+@scheduler_option
 @json_option
 @pass_app
 def smoke(app: AppContext, url: str | None, env_name: str | None, preview: bool | None, host_header: str | None,
-          name: str | None, junit_dir: Path | None, as_json: bool) -> None:
+          name: str | None, junit_dir: Path | None, scheduler: str | None, as_json: bool) -> None:
     """Run the [[smoke]] checks of bgci.toml against a URL or a running environment.
 
     Writes one JUnit test case per check and target; exits 7 if any check fails.
@@ -76,22 +77,14 @@ def smoke(app: AppContext, url: str | None, env_name: str | None, preview: bool 
         name = name or targets[0].base_url.split("://", 1)[1]
         properties["bgci.url"] = url
     else:
-        from bgci.schedulers import get_scheduler
-
-        environment = get_scheduler(settings).get(env_name or "")
-        wanted = checks.preview_by_default(settings, environment.name) if preview is None else preview
-        targets = checks.targets_for_environment(environment, settings.nginx, wanted)
+        environment, targets = app.bgci(scheduler).smoke_targets(env_name or "", preview)
         name = name or environment.sha or environment.name
         properties.update({"bgci.env": environment.name, "bgci.sha": environment.sha,
                            "bgci.digest": environment.digest})
-    report = checks.run_smoke(settings.smoke, targets, results_dir=_results_dir(app, junit_dir), name=name,
+    report = checks.run_smoke(settings.smoke, targets, results_dir=app.bgci().results_dir(junit_dir), name=name,
                               properties=properties, log=app.log)
     emit(report, as_json, report.describe())
     report.raise_for_status()
-
-
-def _results_dir(app: AppContext, junit_dir: Path | None) -> Path:
-    return junit_dir if junit_dir else app.settings.path(app.settings.test.results_dir)
 
 
 def _head_sha(app: AppContext) -> str:

@@ -65,6 +65,7 @@ from bgci.errors import (
     UnsafeUpstream,
     VerificationFailed,
 )
+from bgci.probe import direct_session
 
 if TYPE_CHECKING:
     from bgci.config import NginxSettings, Settings
@@ -567,17 +568,17 @@ class NginxRouter:
                  session: requests.Session | None = None) -> None:
         self.site, self.layout, self.control = site, layout, control
         self.verify_path, self.verify_sha, self.verify_timeout = verify_path, verify_sha, verify_timeout
-        self.session = session or requests.Session()
+        self.session = session or direct_session()  # verification goes to our own nginx: never via a proxy
         host, port = listen_address(site.listen)
         self.base_url = f"http://{host}:{port}"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> NginxRouter:
+    def from_settings(cls, settings: Settings, session: requests.Session | None = None) -> NginxRouter:
         site = Site.from_settings(settings)
         layout = Layout(settings.path(settings.nginx.dir))
         n = settings.nginx
         return cls(site, layout, _control(n, layout, site), verify_path=n.verify_path, verify_sha=n.verify_sha,
-                   verify_timeout=n.verify_timeout)
+                   verify_timeout=n.verify_timeout, session=session)
 
     # layout
     def ensure_layout(self) -> None:

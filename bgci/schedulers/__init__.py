@@ -24,11 +24,14 @@ BACKENDS = {
 }
 
 
-def get_scheduler(settings: Settings, name: str | None = None) -> Scheduler:
-    """The backend `name` (default: deploy.scheduler in bgci.toml), configured from the settings."""
+def get_scheduler(settings: Settings, name: str | None = None, *, force: bool = False) -> Scheduler:
+    """The backend `name` (default: deploy.scheduler in bgci.toml), configured from the settings.
+
+    `force`: override a deployment that locks an environment (Marathon's ?force=true) instead of waiting.
+    """
     name = name or settings.deploy.scheduler
     if name not in BACKENDS:
-        raise ConfigError(f"--scheduler {name!r}: unknown (allowed: {', '.join(BACKENDS)})")
+        raise ConfigError(f"scheduler {name!r}: unknown (allowed: {', '.join(BACKENDS)})", option="scheduler")
     module_name, class_name = BACKENDS[name].split(":")
     backend = getattr(importlib.import_module(module_name), class_name)
-    return backend.from_settings(settings)
+    return backend.from_settings(settings, force=force)

@@ -11,15 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-# Label keys written on every container / Marathon app of an environment.
-LABEL_APP = "io.bgci.app"
-LABEL_ENV = "io.bgci.env"
-LABEL_SHA = "io.bgci.sha"
-LABEL_DIGEST = "io.bgci.digest"
-LABEL_IMAGE = "io.bgci.image"
-LABEL_CREATED_AT = "io.bgci.created-at"
-LABEL_CREATED_BY = "io.bgci.created-by"
-LABEL_HEALTH_PATH = "io.bgci.health-path"
+from bgci import labels
 
 ProgressCallback = Callable[[int, int], None]
 """Called as progress(healthy_instances, wanted_instances) while waiting."""
@@ -58,14 +50,14 @@ class EnvironmentSpec:
 
     def labels(self) -> dict[str, str]:
         return {
-            LABEL_APP: self.app,
-            LABEL_ENV: self.name,
-            LABEL_SHA: self.sha,
-            LABEL_DIGEST: self.digest,
-            LABEL_IMAGE: self.image,
-            LABEL_CREATED_AT: self.created_at,
-            LABEL_CREATED_BY: self.created_by,
-            LABEL_HEALTH_PATH: self.health_path,
+            labels.APP: self.app,
+            labels.ENV: self.name,
+            labels.SHA: self.sha,
+            labels.DIGEST: self.digest,
+            labels.IMAGE: self.image,
+            labels.CREATED_AT: self.created_at,
+            labels.CREATED_BY: self.created_by,
+            labels.HEALTH_PATH: self.health_path,
         }
 
 

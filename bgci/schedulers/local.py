@@ -17,41 +17,26 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 import docker
-import requests
 from docker.errors import APIError, DockerException, NotFound
-from docker.errors import ImageNotFound as DockerImageNotFound
 
+from bgci import labels
 from bgci.config import Settings
+from bgci.dockerhost import engine_errors
 from bgci.errors import (
     EnvironmentExists,
     EnvironmentFailed,
     EnvironmentNotFound,
-    ImageNotFound,
     SchedulerError,
-    SchedulerUnavailable,
 )
-from bgci.schedulers.base import (
-    LABEL_APP,
-    LABEL_CREATED_AT,
-    LABEL_CREATED_BY,
-    LABEL_DIGEST,
-    LABEL_ENV,
-    LABEL_HEALTH_PATH,
-    LABEL_IMAGE,
-    LABEL_SHA,
-    Environment,
-    EnvironmentSpec,
-    Instance,
-    ProgressCallback,
-)
+from bgci.probe import check_health, direct_session
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, ProgressCallback
 
-LABEL_INDEX = "io.bgci.index"  # local only: which `<env>.<index>` this container is
 # A crashed app comes back by itself, a few times: a crash loop must end in `exited`, with its logs kept.
 RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
 POLL_INTERVAL = 0.05  # seconds between readiness rounds: the app starts in ~0.2 s
@@ -83,9 +68,9 @@ class InstanceTemplate:
     @classmethod
     def from_container(cls, attrs: dict[str, Any]) -> InstanceTemplate:
         """Copy an instance (scale up) from its inspect data: same image, labels, variables and port."""
-        labels = {k: v for k, v in (attrs["Config"].get("Labels") or {}).items() if k.startswith("io.bgci.")}
+        ours = {k: v for k, v in (attrs["Config"].get("Labels") or {}).items() if k.startswith(labels.PREFIX)}
         port_key = next(iter(attrs["HostConfig"].get("PortBindings") or {}), "")
-        return cls(labels.get(LABEL_IMAGE) or attrs["Config"]["Image"], labels,
+        return cls(ours.get(labels.IMAGE) or attrs["Config"]["Image"], ours,
                    list(attrs["Config"].get("Env") or []), int(port_key.split("/")[0]))
 
 
@@ -95,7 +80,7 @@ def container_name(env: str, index: int) -> str:
 
 
 def instance_index(summary: Summary) -> int:
-    return int((summary.get("Labels") or {}).get(LABEL_INDEX, "0"))
+    return int((summary.get("Labels") or {}).get(labels.INDEX, "0"))
 
 
 def plan_scale(indexes: Collection[int], wanted: int) -> tuple[list[int], list[int]]:
@@ -142,12 +127,12 @@ def instance_from(summary: Summary, healthy: bool | None) -> Instance:
 def environment_from(containers: Sequence[Summary], health: dict[str, bool]) -> Environment:
     """An Environment from its containers (metadata from the lowest index) and probe results."""
     ordered = sorted(containers, key=instance_index)
-    labels = ordered[0].get("Labels") or {}
+    found = ordered[0].get("Labels") or {}
     instances = tuple(instance_from(c, health.get(c["Id"])) for c in ordered)
     return Environment(
-        name=labels[LABEL_ENV], app=labels.get(LABEL_APP, ""), sha=labels.get(LABEL_SHA, ""),
-        image=labels.get(LABEL_IMAGE, ""), digest=labels.get(LABEL_DIGEST, ""), wanted_instances=len(ordered),
-        created_at=labels.get(LABEL_CREATED_AT, ""), created_by=labels.get(LABEL_CREATED_BY, ""),
+        name=found[labels.ENV], app=found.get(labels.APP, ""), sha=found.get(labels.SHA, ""),
+        image=found.get(labels.IMAGE, ""), digest=found.get(labels.DIGEST, ""), wanted_instances=len(ordered),
+        created_at=found.get(labels.CREATED_AT, ""), created_by=found.get(labels.CREATED_BY, ""),
         scheduler=LocalScheduler.name, instances=instances, attrs={"containers": list(ordered)},
     )
 
@@ -167,26 +152,39 @@ class LocalScheduler:
         self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
-        self._http = requests.Session()  # probes only: no retries, the poll loop is the retry
-        self._http.mount("http://", requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=MAX_WORKERS))
+        self._http = direct_session(MAX_WORKERS)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalScheduler:
+    def from_settings(cls, settings: Settings, *, force: bool = False) -> LocalScheduler:
+        """`force` is accepted for a uniform interface: the local engine has no deployment locks to override."""
         from bgci.dockerhost import connect
 
         return cls(connect(), settings.app, bind_address=settings.deploy.bind_address)
 
     # -- the Scheduler interface ---------------------------------------------------------------------------
     def create(self, spec: EnvironmentSpec) -> Environment:
+        """Start the instances; EnvironmentExists if the name is taken, also by a create racing this one.
+
+        Instance 1 starts alone first: the engine's unique container names make it the claim on
+        the environment's name, so of two concurrent creates exactly one wins, and the loser has
+        started nothing.
+        """
         if spec.instances < 1:
             raise SchedulerError(f"environment {spec.name}: {spec.instances} instances, at least 1 needed")
-        with _docker_errors(f"create environment {spec.name}"):
-            taken = self.client.api.containers(all=True, filters={"label": f"{LABEL_ENV}={spec.name}"})
+        with engine_errors(f"create environment {spec.name}", SchedulerError):
+            taken = self.client.api.containers(all=True, filters={"label": f"{labels.ENV}={spec.name}"})
         if taken:
-            owner = (taken[0].get("Labels") or {}).get(LABEL_APP, "?")
+            owner = (taken[0].get("Labels") or {}).get(labels.APP, "?")
             raise EnvironmentExists(f"environment {spec.name} exists already (app {owner}, local Docker engine)",
                                     hint=f"pick another --name or run `bgci env destroy {spec.name}`")
-        self._start(InstanceTemplate.from_spec(spec), spec.name, list(range(1, spec.instances + 1)))
+        template = InstanceTemplate.from_spec(spec)
+        claim = self._start(template, spec.name, [1])
+        try:
+            self._start(template, spec.name, list(range(2, spec.instances + 1)))
+        except BaseException:
+            with contextlib.suppress(SchedulerError):
+                self._remove(claim, graceful=False)
+            raise
         return self.get(spec.name)
 
     def wait_until_ready(self, name: str, timeout: float, progress: ProgressCallback | None = None) -> Environment:
@@ -213,11 +211,11 @@ class LocalScheduler:
             return environment_from(containers, self._probe_all(containers, pool))
 
     def list(self) -> list[Environment]:
-        with _docker_errors("list environments"):
+        with engine_errors("list environments", SchedulerError):
             containers = self.client.api.containers(all=True, filters=self._filters())
         by_env: dict[str, list[Summary]] = {}
         for summary in containers:
-            by_env.setdefault(summary["Labels"][LABEL_ENV], []).append(summary)
+            by_env.setdefault(summary["Labels"][labels.ENV], []).append(summary)
         with ThreadPoolExecutor(MAX_WORKERS) as pool:
             health = self._probe_all(containers, pool)
         environments = [environment_from(summaries, health) for summaries in by_env.values()]
@@ -231,7 +229,7 @@ class LocalScheduler:
         by_index = {instance_index(c): c for c in containers}
         to_create, to_remove = plan_scale(by_index, instances)
         if to_create:
-            with _docker_errors(f"inspect {name}"):
+            with engine_errors(f"inspect {name}", SchedulerError):
                 template = InstanceTemplate.from_container(self.client.api.inspect_container(
                     by_index[min(by_index)]["Id"]))
             self._start(template, name, to_create)
@@ -244,29 +242,32 @@ class LocalScheduler:
     # -- containers ----------------------------------------------------------------------------------------
     def _filters(self, env: str | None = None) -> dict[str, list[str]]:
         # Containers of app images inherit the image's io.bgci.app label: the index label marks ours.
-        labels = [f"{LABEL_APP}={self.app}", LABEL_INDEX, f"{LABEL_ENV}={env}" if env else LABEL_ENV]
-        return {"label": labels}
+        wanted = [f"{labels.APP}={self.app}", labels.INDEX, f"{labels.ENV}={env}" if env else labels.ENV]
+        return {"label": wanted}
 
     def _containers(self, name: str) -> list[Summary]:
         """Every container of environment `name`, as listed; EnvironmentNotFound if none."""
-        with _docker_errors(f"list containers of {name}"):
+        with engine_errors(f"list containers of {name}", SchedulerError):
             found = self.client.api.containers(all=True, filters=self._filters(name))
         if not found:
             raise EnvironmentNotFound(f"no environment {name} of app {self.app} on the local Docker engine",
                                       hint="see `bgci env list`")
         return found
 
-    def _start(self, template: InstanceTemplate, env: str, indexes: list[int]) -> None:
-        """Create and start one container per index, concurrently; all or none (on failure, remove ours)."""
+    def _start(self, template: InstanceTemplate, env: str, indexes: list[int]) -> list[str]:
+        """Create and start one container per index, concurrently; all or none (on failure, remove ours).
+
+        Returns the ids of the containers it created.
+        """
         created: list[str] = []
         lock = threading.Lock()
 
         def start(index: int) -> None:
-            with _docker_errors(f"start {container_name(env, index)}"):
+            with engine_errors(f"start {container_name(env, index)}", SchedulerError):
                 try:
                     container = self.client.api.create_container(
                         template.image, name=container_name(env, index),
-                        labels={**template.labels, LABEL_INDEX: str(index)},
+                        labels={**template.labels, labels.INDEX: str(index)},
                         environment=template.environment, ports=[template.container_port],
                         host_config=self.client.api.create_host_config(
                             restart_policy=RESTART_POLICY,
@@ -275,8 +276,8 @@ class LocalScheduler:
                 except APIError as exc:
                     if exc.status_code != 409:
                         raise
-                    raise EnvironmentExists(f"container {container_name(env, index)} exists already",
-                                            hint="another environment or process uses that name") from None
+                    raise EnvironmentExists(f"environment {env} exists already: container {container_name(env, index)} "
+                                            "was created by another process", hint="pick another --name") from None
                 with lock:
                     created.append(container["Id"])
                 self.client.api.start(container["Id"])
@@ -287,12 +288,13 @@ class LocalScheduler:
             with contextlib.suppress(SchedulerError):
                 self._remove(created, graceful=False)
             raise
+        return created
 
     def _remove(self, ids: list[str], graceful: bool) -> None:
         """Stop (SIGTERM, then SIGKILL after STOP_TIMEOUT) and remove containers, concurrently."""
 
         def remove(container_id: str) -> None:
-            with _docker_errors(f"remove container {container_id[:12]}"):
+            with engine_errors(f"remove container {container_id[:12]}", SchedulerError):
                 try:
                     if graceful:
                         self.client.api.stop(container_id, timeout=STOP_TIMEOUT)
@@ -310,15 +312,8 @@ class LocalScheduler:
 
     def _probe(self, summary: Summary) -> bool:
         host, port = published_address(summary)
-        if not port:
-            return False
-        path = (summary.get("Labels") or {}).get(LABEL_HEALTH_PATH, "/")
-        host = f"[{host}]" if ":" in host else host
-        try:
-            response = self._http.get(f"http://{host}:{port}{path}", timeout=PROBE_TIMEOUT, allow_redirects=False)
-        except requests.RequestException:
-            return False
-        return 200 <= response.status_code < 300
+        path = (summary.get("Labels") or {}).get(labels.HEALTH_PATH, "/")
+        return bool(port) and not check_health(self._http, host, port, path, timeout=PROBE_TIMEOUT)
 
     def _raise_if_exited(self, name: str, containers: Sequence[Summary], exit_codes: dict[str, str]) -> None:
         exited = [(c, reason) for c in sorted(containers, key=instance_index)
@@ -337,7 +332,7 @@ class LocalScheduler:
         details: list[str] = []
         for (summary, instance), tail in zip(unhealthy, self._log_tails([c["Id"] for c, _ in unhealthy]),
                                              strict=True):
-            path = (summary.get("Labels") or {}).get(LABEL_HEALTH_PATH, "/")
+            path = (summary.get("Labels") or {}).get(labels.HEALTH_PATH, "/")
             details.append(f"{instance.id}: {instance.state}, {instance.address}{path} not answering 2xx; "
                            "last log lines:")
             details.extend(f"  {line}" for line in tail)
@@ -365,7 +360,7 @@ class ExitWatch:
     """Exit codes from the `die` events of some containers, collected by a thread while a wait runs."""
 
     def __init__(self, client: docker.DockerClient, filters: dict[str, list[str]]) -> None:
-        with _docker_errors("watch container events"):
+        with engine_errors("watch container events", SchedulerError):
             self._stream = client.api.events(
                 since=time.time() - EXIT_REPLAY_SECONDS, decode=True,
                 filters={**filters, "type": ["container"], "event": ["die"]})
@@ -395,26 +390,19 @@ class ExitWatch:
 
 
 def _run_all(action: Callable[[Any], None], items: Sequence[Any]) -> None:
-    """action(item) for every item concurrently; wait for all, then raise the first error."""
+    """action(item) for every item concurrently; wait for all, then raise the first error.
+
+    Even when interrupted (Ctrl-C, a Jenkins abort) it waits for the calls under way and drops
+    the ones not begun: a cleanup after it must not race a thread still starting a container.
+    """
     if not items:
         return
-    with ThreadPoolExecutor(min(MAX_WORKERS, len(items))) as pool:
+    pool = ThreadPoolExecutor(min(MAX_WORKERS, len(items)))
+    try:
         futures = [pool.submit(action, item) for item in items]
-    errors = [f.exception() for f in futures if f.exception()]
+        wait(futures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
     if errors:
         raise errors[0]
-
-
-@contextlib.contextmanager
-def _docker_errors(action: str) -> Iterator[None]:
-    """Turn the Docker engine's errors into bgci's, once, at the boundary."""
-    try:
-        yield
-    except DockerImageNotFound as exc:
-        raise ImageNotFound(f"{action}: {exc.explanation or exc}",
-                            hint="build it with `bgci build auto` or pass the sha of a built commit") from None
-    except APIError as exc:
-        raise SchedulerError(f"{action}: Docker engine said: {exc.explanation or exc}") from None
-    except (DockerException, requests.ConnectionError) as exc:
-        raise SchedulerUnavailable(f"{action}: Docker engine not answering: {exc}",
-                                   hint="start dockerd or set DOCKER_HOST") from None

@@ -1,0 +1,174 @@
+"""The application layer: one object per app, built once from the settings, that the CLI and Python users call.
+
+It owns the collaborators (the Docker client, the scheduler, the nginx router,
+the probe session, the deployer) and the lifecycle operations that must hold
+together: an environment is created and then given its preview; it is checked,
+unrouted and destroyed under the one switch lock that promote and rollback
+hold, so no promote can slip in between. Everything is built on first use, so
+a command pays only for what it touches (`bgci promote` never imports the
+build code).
+
+    from bgci.app import Bgci
+    from bgci.config import load_settings
+
+    bgci = Bgci(load_settings())
+    env = bgci.create_environment(sha="0123...", instances=2)
+    bgci.promote(env.name)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from bgci.config import Settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import docker
+    import requests
+
+    from bgci.deployer import Deployer, Status, SwitchResult
+    from bgci.environments import EnvironmentService
+    from bgci.images import ImageRef
+    from bgci.router.nginx import NginxRouter
+    from bgci.schedulers.base import Environment, ProgressCallback, Scheduler
+    from bgci.smoke import Target
+
+Log = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+class Bgci:
+    """bgci for one app: environments, previews, promote, rollback, status and smoke targets."""
+
+    def __init__(self, settings: Settings, *, scheduler: str | None = None, force: bool = False,
+                 log: Log = _quiet, environ: Mapping[str, str] | None = None) -> None:
+        """`scheduler` picks the backend (default: deploy.scheduler); `force` lets it override another
+        deployment's lock (Marathon's ?force=true; the local engine has no such locks)."""
+        self.settings = settings
+        self.scheduler_name = scheduler or settings.deploy.scheduler
+        self.force = force
+        self.log = log
+        self.environ = os.environ if environ is None else environ
+
+    # -- collaborators, built on first use ---------------------------------------------------------------
+    @cached_property
+    def docker(self) -> docker.DockerClient:
+        from bgci.dockerhost import connect
+
+        return connect()
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        from bgci.schedulers import get_scheduler
+
+        return get_scheduler(self.settings, self.scheduler_name, force=self.force)
+
+    @cached_property
+    def probe_session(self) -> requests.Session:
+        """The session for every instance and nginx check: never through a proxy from the environment."""
+        from bgci.probe import direct_session
+
+        return direct_session()
+
+    @cached_property
+    def router(self) -> NginxRouter:
+        from bgci.router.nginx import NginxRouter
+
+        return NginxRouter.from_settings(self.settings, session=self.probe_session)
+
+    @cached_property
+    def deployer(self) -> Deployer:
+        from bgci.deployer import Deployer
+        from bgci.state import Actor, SwitchLock
+
+        return Deployer(self.scheduler, self.router, state_file=self.settings.path(self.settings.nginx.state_file),
+                        lock=SwitchLock(self.router.layout.lock_file), actor=Actor.from_environment(self.environ),
+                        health_path=self.settings.deploy.health_path, session=self.probe_session)
+
+    @cached_property
+    def environments(self) -> EnvironmentService:
+        """Environments on the scheduler; a failed create's preview goes before its instances do."""
+        from bgci.environments import EnvironmentService
+
+        service = EnvironmentService(self.scheduler, self.settings, resolve=self.resolve_image, log=self.log,
+                                     environ=self.environ)
+        service.before_destroy.append(self.deployer.unregister_preview)
+        return service
+
+    # -- images --------------------------------------------------------------------------------------------
+    def resolve_image(self, reference: str) -> ImageRef:
+        """The exact image `reference` names: local, else pulled from the registry."""
+        from bgci.images import resolve_image
+
+        return resolve_image(self.docker, self.settings, reference, self.log)
+
+    # -- environments --------------------------------------------------------------------------------------
+    def create_environment(self, *, sha: str | None = None, image: str | None = None, name: str | None = None,
+                           instances: int | None = None, env: Mapping[str, str] | None = None,
+                           timeout: float | None = None, keep_failed: bool = False, preview: bool = True,
+                           progress: ProgressCallback | None = None) -> Environment:
+        """Start N instances of a commit's image, wait until every one is healthy, then give it its preview.
+
+        On any failure (a Ctrl-C or a Jenkins abort included) what was started is removed, unless
+        `keep_failed`. Of two creates of one name exactly one wins; the other raises EnvironmentExists.
+        """
+        service = self.environments
+        spec = service.spec_for(sha=sha, image=image, name=name, instances=instances, env=env)
+        return service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=progress,
+                              on_ready=[self._register_preview] if preview else [])
+
+    def _register_preview(self, environment: Environment) -> None:
+        applied = self.deployer.register_preview(environment)
+        host = self.router.site.preview_host(environment.name)
+        self.log(f"preview: http://{host}" + ("" if applied.reloaded else
+                                              " (nginx not running: served once `bgci router start` runs)"))
+
+    def list_environments(self) -> list[Environment]:
+        return self.scheduler.list()
+
+    def get_environment(self, name: str) -> Environment:
+        return self.scheduler.get(name)
+
+    def scale_environment(self, name: str, instances: int, *, timeout: float | None = None,
+                          progress: ProgressCallback | None = None) -> Environment:
+        return self.environments.scale(name, instances, timeout=timeout, progress=progress)
+
+    def destroy_environment(self, name: str) -> None:
+        """Check it is not live, remove its preview and destroy it, all under the switch lock."""
+        self.deployer.destroy(name)
+
+    def prune_environments(self, keep: int) -> list[str]:
+        """Destroy every environment that is neither live, previous nor among the newest `keep`."""
+        return self.deployer.prune(keep)
+
+    # -- the live name -------------------------------------------------------------------------------------
+    def promote(self, name: str, *, wait_lock: float = 0.0) -> SwitchResult:
+        return self.deployer.promote(name, wait_lock=wait_lock)
+
+    def rollback(self, *, wait_lock: float = 0.0) -> SwitchResult:
+        return self.deployer.rollback(wait_lock=wait_lock)
+
+    def status(self) -> Status:
+        return self.deployer.status()
+
+    # -- smoke ---------------------------------------------------------------------------------------------
+    def smoke_targets(self, name: str, preview: bool | None = None) -> tuple[Environment, list[Target]]:
+        """Every instance of environment `name`, plus its preview hostname through nginx when `preview`
+        (default: when the environment has a preview and nginx is running)."""
+        from bgci import smoke
+
+        environment = self.scheduler.get(name)
+        wanted = smoke.preview_by_default(self.settings, environment.name) if preview is None else preview
+        return environment, smoke.targets_for_environment(environment, self.settings.nginx, wanted)
+
+    def results_dir(self, override: Path | None = None) -> Path:
+        """Where JUnit reports go: `override`, else [test] results_dir next to bgci.toml."""
+        return override if override else self.settings.path(self.settings.test.results_dir)
