@@ -19,7 +19,7 @@ import requests
 
 from bgci.config import Settings
 from bgci.errors import EnvironmentNotFound, EnvironmentUnhealthy, RouterError, UnsafeUpstream
-from bgci.router.nginx import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
+from bgci.router import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
 from bgci.schedulers.base import Environment, Instance, Scheduler
 from bgci.state import Actor, RouterState, Switch, SwitchLock, load_state, save_state, utc_now
 
