@@ -43,8 +43,10 @@ from bgci.config import Settings, load_settings
 from bgci.deployer import Deployer
 from bgci.dockerhost import connect
 from bgci.environments import EnvironmentService
+from bgci.files import write_atomic
 from bgci.images import resolve_image
-from bgci.router.nginx import NginxRouter, render_live, upstream_for, write_atomic
+from bgci.router import NginxRouter, upstream_for
+from bgci.router.site import render_live
 from bgci.schedulers.local import LocalScheduler
 from bgci.state import Actor, SwitchLock
 from tests.conftest import remove_app_containers, remove_app_images

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from bgci.deployer import Deployer, Status, SwitchResult
     from bgci.environments import EnvironmentService
     from bgci.images import ImageRef
-    from bgci.router.nginx import NginxRouter
+    from bgci.router import NginxRouter
     from bgci.schedulers.base import Environment, ProgressCallback, Scheduler
     from bgci.smoke import Target
 
@@ -80,7 +80,7 @@ class Bgci:
 
     @cached_property
     def router(self) -> NginxRouter:
-        from bgci.router.nginx import NginxRouter
+        from bgci.router import NginxRouter
 
         return NginxRouter.from_settings(self.settings, session=self.probe_session)
 

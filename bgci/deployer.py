@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from bgci.errors import ConfigError, EnvironmentNotFound, EnvironmentUnhealthy, RouterError, UnsafeUpstream
 from bgci.probe import PROBE_TIMEOUT, check_health, direct_session
-from bgci.router.nginx import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
+from bgci.router import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
 from bgci.schedulers.base import Environment, Instance, Scheduler
 from bgci.state import Actor, RouterState, Switch, SwitchLock, load_state, save_state, utc_now
 

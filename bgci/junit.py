@@ -14,15 +14,15 @@ Jenkins job can archive one known path per run.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import junit_xml
+
+from bgci.files import write_atomic
 
 COUNT_ATTRIBUTES = ("tests", "failures", "errors", "skipped")
 
@@ -116,15 +116,7 @@ def write(path: Path, data: bytes) -> Path:
     """Write atomically (a Jenkins step reading meanwhile sees the old file or the new one, never half)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
     return path
 
 

@@ -33,6 +33,7 @@ import urllib3
 from bgci import __version__, junit
 from bgci.config import NginxSettings, Settings, SmokeCheck
 from bgci.errors import ConfigError, TestsFailed
+from bgci.netaddr import join_host_port, listen_url
 from bgci.schedulers.base import Environment
 
 Log = Callable[[str], None]
@@ -116,10 +117,10 @@ def target_for_url(url: str, host_header: str | None = None) -> Target:
 def targets_for_environment(environment: Environment, nginx: NginxSettings, preview: bool) -> list[Target]:
     """One target per instance (sorted by address, so names are stable) and, if asked, the preview route."""
     instances = sorted(environment.instances, key=lambda i: (i.host, i.port))
-    targets = [Target(name=f"{environment.name}.instance-{n}", base_url=f"http://{_host(i.host)}:{i.port}")
+    targets = [Target(name=f"{environment.name}.instance-{n}", base_url=f"http://{join_host_port(i.host, i.port)}")
                for n, i in enumerate(instances, start=1)]
     if preview:
-        targets.append(Target(name=f"{environment.name}.preview", base_url=f"http://{_listen_address(nginx.listen)}",
+        targets.append(Target(name=f"{environment.name}.preview", base_url=listen_url(nginx.listen),
                               host_header=f"{environment.name}.{nginx.preview_domain}",
                               expect_headers={nginx.env_header: environment.name}))
     return targets
@@ -127,7 +128,7 @@ def targets_for_environment(environment: Environment, nginx: NginxSettings, prev
 
 def preview_by_default(settings: Settings, env_name: str) -> bool:
     """Check the preview hostname too when it is routed now: registered for `env_name`, and nginx running."""
-    from bgci.router.nginx import NginxRouter
+    from bgci.router import NginxRouter
 
     router = NginxRouter.from_settings(settings)
     return env_name in router.previews() and router.control.is_running()
@@ -255,15 +256,3 @@ def _exception_reason(exc: Exception) -> str:
 def _excerpt(body: str) -> str:
     shown = body[:BODY_EXCERPT]
     return repr(shown) + ("..." if len(body) > BODY_EXCERPT else "")
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _listen_address(listen: str) -> str:
-    """nginx's `listen` as a place to connect to: a bare port or a wildcard means this host."""
-    host, _, port = listen.rpartition(":")
-    if not host or host in ("*", "0.0.0.0", "[::]"):
-        host = "127.0.0.1"
-    return f"{host}:{port}"

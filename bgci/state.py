@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bgci.errors import LockHeld, RouterError
-from bgci.router.nginx import write_atomic
+from bgci.files import write_atomic
 
 HISTORY_LENGTH = 50
 

@@ -27,7 +27,7 @@ from bgci.deployer import Deployer
 from bgci.environments import EnvironmentService
 from bgci.errors import EnvironmentNotFound
 from bgci.images import resolve_image
-from bgci.router.nginx import NginxRouter
+from bgci.router import NginxRouter
 from bgci.schedulers.local import LocalScheduler
 from bgci.state import Actor, SwitchLock, load_state
 from tests.conftest import SampleBuild

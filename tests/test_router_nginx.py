@@ -35,7 +35,7 @@ from bgci.errors import (
     UnsafeUpstream,
     VerificationFailed,
 )
-from bgci.router.nginx import NginxRouter
+from bgci.router import NginxRouter
 from bgci.schedulers.base import Environment, Instance
 from bgci.state import Actor, SwitchLock, load_state
 from tests.support import free_port

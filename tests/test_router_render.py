@@ -14,11 +14,11 @@ import pytest
 from bgci.config import Settings
 from bgci.deployer import prunable
 from bgci.errors import ConfigError, RouterError, UnsafeUpstream
-from bgci.router.nginx import (
+from bgci.netaddr import listen_address
+from bgci.router.site import (
     Layout,
     Site,
     Upstream,
-    listen_address,
     render_include,
     render_live,
     render_main,

@@ -407,7 +407,7 @@ def test_cli_env_against_real_local_instances(sample_build: SampleBuild, local_e
 @pytest.mark.docker
 def test_env_preview_through_the_real_router(sample_build: SampleBuild, local_env: Environment,
                                             tmp_path: Path) -> None:
-    from bgci.router.nginx import NginxRouter, upstream_for
+    from bgci.router import NginxRouter, upstream_for
 
     base = dataclasses.replace(sample_build.settings, project_dir=tmp_path)
     settings = dataclasses.replace(base, nginx=dataclasses.replace(

@@ -6,7 +6,7 @@ import click
 
 from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_option
 from bgci.deployer import Status, SwitchResult
-from bgci.router.nginx import NginxStatus
+from bgci.router import NginxStatus
 
 wait_lock_option = click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
                                 show_default=True, help="Wait this long for another promote/rollback to finish.")

@@ -1,0 +1,211 @@
+"""What bgci writes for nginx: validated inputs, the config text (pure) and where the files live.
+
+Layout, under ``[nginx] dir`` (all owned by bgci)::
+
+    bgci.conf            include this from the http {} block of a system nginx
+    live.conf            upstream + server block of ``server_name``: the live environment
+    previews/<env>.conf  upstream + server block of ``<env>.<preview_domain>``
+    conf.d/*.conf        yours: extra http-level directives (embedded mode includes them)
+    nginx.conf, run/, logs/, tmp/   the embedded nginx (``bgci router start``)
+
+Nothing a scheduler reports reaches the config text unchecked: hosts must be IP
+addresses or DNS names, ports integers, environment names DNS labels.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jinja2
+
+from bgci.config import ENV_NAME_PATTERN
+from bgci.errors import ConfigError, RouterError, UnsafeUpstream
+from bgci.netaddr import join_host_port, listen_address
+
+if TYPE_CHECKING:
+    from bgci.config import Settings
+    from bgci.schedulers.base import Environment
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.IGNORECASE)
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@=,-]*$")  # no quotes, spaces, ; { } $ or newlines in include paths
+# A name spelling an nginx directive is refused too: no real scheduler reports one, and
+# refusing it keeps the rule simple to state.
+DIRECTIVE_WORDS = {"include", "server", "upstream", "location", "return"}
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("bgci", "templates"),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,  # nginx config, not HTML: every value is validated instead
+)
+
+
+# -- validated inputs -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Site:
+    """The nginx settings that reach the config text, each checked once."""
+
+    app: str
+    listen: str
+    server_name: str
+    preview_domain: str
+    env_header: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Site:
+        n = settings.nginx
+        listen_address(n.listen)
+        for key, value in (("server_name", n.server_name), ("preview_domain", n.preview_domain)):
+            if not HOSTNAME.match(value) or len(value) > 253:
+                raise ConfigError(f"nginx.{key}: {value!r} is not a host name")
+        return cls(app=settings.app, listen=n.listen, server_name=n.server_name.lower(),
+                   preview_domain=n.preview_domain.lower(), env_header=n.env_header)
+
+    def preview_host(self, env: str) -> str:
+        return f"{env}.{self.preview_domain}"
+
+    def upstream_name(self, env: str | None) -> str:
+        """A name unique per app in a shared nginx: live, or one per preview."""
+        app = re.sub(r"[^a-z0-9]", "_", self.app)
+        return f"bgci_{app}_live" if env is None else f"bgci_{app}_preview_{env.replace('-', '_')}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An environment as nginx sees it: its name, sha and validated `host:port` servers."""
+
+    env: str
+    sha: str
+    servers: tuple[str, ...]
+
+
+def validate_address(host: object, port: object) -> str:
+    """`host:port` safe to write into an upstream block, or UnsafeUpstream naming what is wrong."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UnsafeUpstream(f"scheduler reported port {port!r}: not an integer in 1-65535")
+    if not isinstance(host, str) or not host:
+        raise UnsafeUpstream(f"scheduler reported host {host!r}: not a host name or IP address")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        return join_host_port(str(address), port)
+    labels = host.lower().split(".")
+    if not HOSTNAME.match(host) or len(host) > 253 or DIRECTIVE_WORDS.intersection(labels):
+        raise UnsafeUpstream(f"scheduler reported host {host!r}: not a host name or IP address",
+                             hint="refused so that nothing but an address can reach the nginx config")
+    return join_host_port(host.lower(), port)
+
+
+def validate_env_name(name: str) -> str:
+    if not re.match(ENV_NAME_PATTERN, name or ""):
+        raise UnsafeUpstream(f"environment name {name!r} is not a DNS label (a-z, 0-9, -)")
+    return name
+
+
+def upstream_for(env: Environment) -> Upstream:
+    """The environment's instances as an upstream; every address validated, at least one instance."""
+    validate_env_name(env.name)
+    servers = tuple(validate_address(i.host, i.port) for i in env.instances)
+    if not servers:
+        raise RouterError(f"environment {env.name} has no instances")
+    return Upstream(env=env.name, sha=env.sha, servers=servers)
+
+
+# -- pure rendering ---------------------------------------------------------------------------------
+def render_live(site: Site, upstream: Upstream | None) -> str:
+    """live.conf: the live upstream behind server_name, or a 503 until the first promote."""
+    return _templates.get_template("nginx-live.j2").render(
+        site=site, upstream=upstream, upstream_name=site.upstream_name(None))
+
+
+def render_preview(site: Site, upstream: Upstream) -> str:
+    """previews/<env>.conf: the environment behind `<env>.<preview_domain>`."""
+    return _templates.get_template("nginx-preview.j2").render(
+        site=site, upstream=upstream, upstream_name=site.upstream_name(upstream.env))
+
+
+def render_include(site: Site, live_file: Path, previews_dir: Path) -> str:
+    """bgci.conf: what the user's http {} block includes."""
+    return _templates.get_template("nginx-include.j2").render(
+        site=site, live_file=_safe_path(live_file), previews_dir=_safe_path(previews_dir))
+
+
+def render_main(site: Site, layout: Layout, include_file: Path) -> str:
+    """nginx.conf of the embedded nginx: every path inside the prefix, nothing root-owned."""
+    for path in (layout.root, include_file):
+        _safe_path(path)
+    return _templates.get_template("nginx-main.j2").render(site=site, layout=layout, include_file=include_file)
+
+
+def served_by(text: str | None) -> str | None:
+    """The environment a rendered live or preview file routes to (its marker line), or None."""
+    match = re.search(r"^# served by: (\S+) ", text or "", re.MULTILINE)
+    return match[1] if match else None
+
+
+def _safe_path(path: Path) -> Path:
+    if not SAFE_PATH.match(str(path)):
+        raise ConfigError(f"nginx.dir: {str(path)!r} has characters nginx would misread",
+                          hint="use letters, digits and . _ - / only")
+    return path
+
+
+# -- where the files live ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """Where bgci's nginx files live."""
+
+    root: Path
+
+    @property
+    def include_file(self) -> Path:
+        return self.root / "bgci.conf"
+
+    @property
+    def live_file(self) -> Path:
+        return self.root / "live.conf"
+
+    @property
+    def previews_dir(self) -> Path:
+        return self.root / "previews"
+
+    @property
+    def user_dir(self) -> Path:
+        return self.root / "conf.d"
+
+    @property
+    def main_file(self) -> Path:
+        return self.root / "nginx.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "run" / "nginx.pid"
+
+    @property
+    def error_log(self) -> Path:
+        return self.root / "logs" / "error.log"
+
+    @property
+    def access_log(self) -> Path:
+        return self.root / "logs" / "access.log"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "bgci.lock"
+
+    def preview_file(self, env: str) -> Path:
+        return self.previews_dir / f"{validate_env_name(env)}.conf"
+
