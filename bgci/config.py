@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import tomllib
 import types
 import typing
@@ -24,6 +25,10 @@ from bgci.errors import ConfigError
 CONFIG_FILE_NAME = "bgci.toml"
 APP_NAME_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$"  # a Docker repository path component
 ENV_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # also a DNS label, for preview hostnames
+# What Docker accepts before `/<app>` in a repository name: a host (with an optional port) and path
+# components; a scheme ("http://") or a trailing slash would make every image name invalid.
+REGISTRY_PATTERN = (r"^$|^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                    r"(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
 def _limits(**kwargs: Any) -> Any:
@@ -36,7 +41,9 @@ def _limits(**kwargs: Any) -> Any:
 # -- sections ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RegistrySettings:
-    url: str = _limits(default="", help="host[:port] of the registry; empty = keep images local")
+    url: str = _limits(default="", pattern=REGISTRY_PATTERN,
+                       help="host[:port][/path] with no scheme, e.g. registry.example.com:5000/team; "
+                            "empty keeps images local")
     retry_seconds: float = _limits(default=60.0, min=0, max=3600)
 
 
@@ -111,7 +118,7 @@ class NginxSettings:
     mode: str = _limits(default="embedded", choices=["embedded", "system"])
     dir: str = ".bgci/nginx"
     listen: str = "127.0.0.1:8080"
-    server_name: str = "web-app.localhost"
+    server_name: str = _limits(default="", help="the live hostname; empty means <app>.localhost")
     preview_domain: str = "preview.localhost"
     nginx_binary: str = "nginx"
     test_command: list[str] = field(default_factory=list)
@@ -162,6 +169,12 @@ class Settings:
     marathon_credentials: Credentials = field(default_factory=Credentials, metadata={"internal": True})
     jenkins_credentials: Credentials = field(default_factory=Credentials, metadata={"internal": True})
 
+    def __post_init__(self) -> None:
+        if not self.nginx.server_name and isinstance(self.app, str):
+            # Each app its own live name by default, never one shared name for every app on the router.
+            host = re.sub(r"[^a-z0-9-]+", "-", self.app.lower()).strip("-") or "app"
+            object.__setattr__(self, "nginx", dataclasses.replace(self.nginx, server_name=f"{host}.localhost"))
+
     def path(self, relative: str) -> Path:
         """A path from the config, resolved against the directory holding bgci.toml."""
         return (self.project_dir / relative).resolve()
@@ -204,6 +217,7 @@ def load_settings(config_file: Path | None = None, environ: typing.Mapping[str, 
     raw = _apply_environment(raw, environ)
     problems: list[str] = []
     values = _read_dataclass(Settings, raw, "", path, problems)
+    problems = [_name_source(problem, environ) for problem in problems]
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems=[f"{path.name}: {p}" for p in problems])
     return dataclasses.replace(
@@ -216,15 +230,27 @@ def load_settings(config_file: Path | None = None, environ: typing.Mapping[str, 
     )
 
 
+# Non-secret overrides: variable -> (section, key) of bgci.toml
+OVERRIDES = {
+    "BGCI_REGISTRY": ("registry", "url"),
+    "BGCI_SCHEDULER": ("deploy", "scheduler"),
+    "BGCI_JENKINS_URL": ("jenkins", "url"),
+}
+
+
+def _name_source(problem: str, environ: typing.Mapping[str, str]) -> str:
+    """'registry.url (from BGCI_REGISTRY): ...' when the environment set the value at fault."""
+    for variable, (section, key) in OVERRIDES.items():
+        prefix = f"{section}.{key}:"
+        if environ.get(variable) and problem.startswith(prefix):
+            return f"{section}.{key} (from {variable}):{problem[len(prefix):]}"
+    return problem
+
+
 def _apply_environment(raw: dict[str, Any], environ: typing.Mapping[str, str]) -> dict[str, Any]:
     """Non-secret overrides: the environment wins over the file."""
     raw = dict(raw)
-    overrides = {
-        "BGCI_REGISTRY": ("registry", "url"),
-        "BGCI_SCHEDULER": ("deploy", "scheduler"),
-        "BGCI_JENKINS_URL": ("jenkins", "url"),
-    }
-    for variable, (section, key) in overrides.items():
+    for variable, (section, key) in OVERRIDES.items():
         if environ.get(variable):
             raw[section] = {**raw.get(section, {}), key: environ[variable]}
     if environ.get("BGCI_MARATHON_URLS"):
@@ -296,7 +322,7 @@ def _read_value(hint: Any, value: Any, key: str, limits: typing.Mapping[str, Any
     if origin is list:
         (item_hint,) = typing.get_args(hint)
         if item_hint is str and isinstance(value, str) and key.endswith("command"):
-            return value.split()  # a command may be written as one string
+            return _split_command(value, key, problems)  # a command may be written as one string
         if not isinstance(value, list):
             problems.append(f"{key}: expected a list, got {_kind(value)}")
             return []
@@ -329,6 +355,15 @@ def _read_scalar(hint: Any, value: Any, key: str, limits: typing.Mapping[str, An
     if "pattern" in limits and not re.match(limits["pattern"], value):
         problems.append(f"{key}: {value!r} is not allowed (allowed: {allowed or limits['pattern']})")
     return value
+
+
+def _split_command(value: str, key: str, problems: list[str]) -> list[str]:
+    """A command written as one string, split as a POSIX shell would (quotes kept together)."""
+    try:
+        return shlex.split(value)
+    except ValueError as exc:  # an unclosed quote
+        problems.append(f"{key}: {value!r} cannot be split into words: {exc}")
+        return []
 
 
 def _join(where: str, key: str) -> str:

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import requests
 import tenacity
 
+from bgci import labels
 from bgci.config import Credentials, Settings
 from bgci.errors import (
     ConfigError,
@@ -52,19 +53,7 @@ from bgci.errors import (
     SchedulerError,
     SchedulerUnavailable,
 )
-from bgci.schedulers.base import (
-    LABEL_APP,
-    LABEL_CREATED_AT,
-    LABEL_CREATED_BY,
-    LABEL_DIGEST,
-    LABEL_ENV,
-    LABEL_IMAGE,
-    LABEL_SHA,
-    Environment,
-    EnvironmentSpec,
-    Instance,
-    ProgressCallback,
-)
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, ProgressCallback
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -295,8 +284,8 @@ class MarathonApp:
     @classmethod
     def from_json(cls, data: Any, where: str) -> MarathonApp:
         app = read_object(data, where)
-        labels = read(app, "labels", dict, where, {})
-        for key, value in labels.items():
+        app_labels = read(app, "labels", dict, where, {})
+        for key, value in app_labels.items():
             if not isinstance(value, str):
                 raise malformed(f"{where}.labels.{key}", f"expected a string, got {json.dumps(value)[:60]}")
         tasks = tuple(sorted((MarathonTask.from_json(t, f"{where}.tasks[{i}]")
@@ -306,7 +295,7 @@ class MarathonApp:
         failure = app.get("lastTaskFailure")
         return cls(
             id=read(app, "id", str, where), instances=read(app, "instances", int, where),
-            version=read(app, "version", str, where, ""), labels=labels, tasks=tasks,
+            version=read(app, "version", str, where, ""), labels=app_labels, tasks=tasks,
             tasks_running=read(app, "tasksRunning", int, where, sum(t.state == "TASK_RUNNING" for t in tasks)),
             deployment_ids=tuple(read(d, "id", str, f"{where}.deployments[{i}]") for i, d in enumerate(deployments)),
             last_failure=TaskFailure.from_json(failure, f"{where}.lastTaskFailure") if failure else None,
@@ -349,12 +338,12 @@ def instance_from(task: MarathonTask) -> Instance:
 
 def environment_from(app: MarathonApp) -> Environment:
     """An Environment from its app: metadata from the labels, instances from the tasks."""
-    labels = app.labels
+    found = app.labels
     return Environment(
-        name=labels.get(LABEL_ENV) or app.id.rsplit("/", 1)[-1], app=labels.get(LABEL_APP, ""),
-        sha=labels.get(LABEL_SHA, ""), image=labels.get(LABEL_IMAGE, ""), digest=labels.get(LABEL_DIGEST, ""),
-        wanted_instances=app.instances, created_at=labels.get(LABEL_CREATED_AT, ""),
-        created_by=labels.get(LABEL_CREATED_BY, ""), scheduler=MarathonScheduler.name,
+        name=found.get(labels.ENV) or app.id.rsplit("/", 1)[-1], app=found.get(labels.APP, ""),
+        sha=found.get(labels.SHA, ""), image=found.get(labels.IMAGE, ""), digest=found.get(labels.DIGEST, ""),
+        wanted_instances=app.instances, created_at=found.get(labels.CREATED_AT, ""),
+        created_by=found.get(labels.CREATED_BY, ""), scheduler=MarathonScheduler.name,
         instances=tuple(instance_from(t) for t in app.tasks), attrs=app.attrs,
     )
 
@@ -829,7 +818,7 @@ class MarathonScheduler:
                 for i, a in enumerate(read_list(data, "apps", dict, "GET /v2/apps"))]
         # ?id= is a "contains" filter: keep only bgci's apps directly under /<app>/.
         ours = [environment_from(a) for a in apps
-                if a.id.startswith(prefix) and "/" not in a.id[len(prefix):] and a.labels.get(LABEL_APP) == self.app]
+                if a.id.startswith(prefix) and "/" not in a.id[len(prefix):] and a.labels.get(labels.APP) == self.app]
         return sorted(ours, key=lambda e: (e.created_at, e.name))
 
     def scale(self, name: str, instances: int) -> Environment:
