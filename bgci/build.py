@@ -16,11 +16,15 @@ equals that of a full build of the same commit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import io
+import re
 import shlex
 import tarfile
+import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -123,9 +127,51 @@ def build_full(client: docker.DockerClient, settings: Settings, source: Source, 
                               buildargs={**settings.build.args, **build_args}, labels=image_labels,
                               rm=True, forcerm=True, nocache=not use_cache, decode=True)
     image_id = _follow_build(stream, log)
-    tags = [f"{settings.from_scratch_repository}:{source.sha}", f"{settings.from_scratch_repository}:latest",
-            f"{settings.image_repository}:{source.sha}"]
-    return _tag_and_push(client, settings, "full", source.sha, image_id, tags, push, log)
+    tags = [f"{settings.from_scratch_repository}:{source.sha}", f"{settings.image_repository}:{source.sha}"]
+    result = _tag_and_push(client, settings, "full", source.sha, image_id, tags, push, log)
+    if _move_latest(client, settings, source, image_id, push, log):
+        result = dataclasses.replace(result, tags=[tags[0], f"{settings.from_scratch_repository}:latest", tags[1]])
+    return result
+
+
+def _move_latest(client: docker.DockerClient, settings: Settings, source: Source, image_id: str, push: bool,
+                 log: Log) -> bool:
+    """Point `<app>-from-scratch:latest` at this build, unless it holds a newer commit already.
+
+    Two full builds can finish in either order (a daily rebuild of an old commit and a push, say);
+    a descendant of this commit is newer, so it stays. One host's builds take turns on a lock
+    file, so the check and the tag are one step.
+    """
+    repository = settings.from_scratch_repository
+    with _latest_lock(repository):
+        current = _revision_of(client, f"{repository}:latest")
+        if current and current != source.sha and gitplan.has_commit(source.repo, current) \
+                and source.repo.is_ancestor(source.sha, current):
+            log(f"{repository}:latest stays at {current[:12]}: it is newer than {source.sha[:12]}")
+            return False
+        client.images.get(image_id).tag(repository, "latest")
+        if push:
+            push_image(client, repository, "latest", credentials=settings.registry_credentials,
+                       retry_seconds=settings.registry.retry_seconds, log=log)
+        return True
+
+
+@contextlib.contextmanager
+def _latest_lock(repository: str) -> Iterator[None]:
+    directory = Path(tempfile.gettempdir()) / "bgci-locks"
+    directory.mkdir(exist_ok=True)
+    path = directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", repository) + ".latest.lock")
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        yield
+
+
+def _revision_of(client: docker.DockerClient, reference: str) -> str:
+    try:
+        image = client.images.get(reference)
+    except DockerImageNotFound:
+        return ""
+    return ((image.attrs.get("Config") or {}).get("Labels") or {}).get(labels.REVISION, "")
 
 
 def _follow_build(stream: Iterable[dict[str, object]], log: Log) -> str:

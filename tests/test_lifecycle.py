@@ -1,0 +1,209 @@
+"""The application layer under the conditions of a real build agent, through real `bgci` processes.
+
+- An HTTP proxy in the environment (Jenkins agents often have one): instance and nginx checks go direct.
+- A Jenkins abort (SIGTERM) in the middle of a long command: what was started is removed.
+- Races between real concurrent processes: two creates of one name, destroy against promote, two promotes.
+
+Each test runs the sample app's images (session builds) on the local engine, behind a real nginx.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import pytest
+
+from bgci.config import load_settings
+from bgci.router import NginxRouter
+from bgci.schedulers.local import LocalScheduler
+from bgci.state import load_state
+from tests.conftest import SampleBuild
+from tests.support import free_port
+from tests.test_router_nginx import NGINX, ask
+
+# A proxy that is never there: any request sent through it fails with ProxyError.
+DEAD_PROXY = "http://127.0.0.1:9"
+
+
+class Project:
+    """A bgci.toml for the sample app's session builds with its own embedded nginx, and a way to run bgci."""
+
+    def __init__(self, directory: Path, build: SampleBuild) -> None:
+        self.config = directory / "bgci.toml"
+        self.config.write_text((build.repo / "bgci.toml").read_text() + (
+            f'\n[nginx]\nlisten = "127.0.0.1:{free_port()}"\ndir = "nginx"\nstate_file = "state.json"\n'
+            f'nginx_binary = "{NGINX}"\nverify_timeout = 5.0\n'))
+        self.settings = load_settings(self.config)
+        self.router = NginxRouter.from_settings(self.settings)
+        self.app = build.app
+
+    def bgci(self, *args: str, env: dict[str, str] | None = None,
+             timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bgci", "--config", str(self.config), *args], capture_output=True, text=True,
+                               timeout=timeout, env={**os.environ, **(env or {})})
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(["bgci", "--config", str(self.config), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+    def containers(self, client: docker.DockerClient, env: str) -> list:
+        return client.containers.list(all=True, filters={"label": [f"io.bgci.app={self.app}", f"io.bgci.env={env}",
+                                                                  "io.bgci.index"]})
+
+    def live(self) -> tuple[int, str | None, str]:
+        return ask(self.router, self.settings.nginx.server_name)
+
+    def state(self) -> tuple[str | None, str | None]:
+        state = load_state(self.settings.path("state.json"))
+        return (state.live.env if state.live else None, state.previous.env if state.previous else None)
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_client: docker.DockerClient, sample_build: SampleBuild) -> Iterator[Project]:
+    project = Project(tmp_path, sample_build)
+    project.router.start()
+    yield project
+    project.router.stop()
+    remove_app_containers_of(docker_client, project)
+
+
+def remove_app_containers_of(client: docker.DockerClient, project: Project) -> None:
+    scheduler = LocalScheduler(client, project.app)
+    for environment in scheduler.list():
+        if environment.name.startswith("lc-"):
+            scheduler.destroy(environment.name)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.docker
+def test_an_http_proxy_in_the_environment_changes_nothing(project: Project, sample_build: SampleBuild,
+                                                          sample_build_b: SampleBuild) -> None:
+    # Real behaviour: requests sends http:// URLs through http_proxy unless the host is in no_proxy; a proxy
+    # cannot reach the agent's loopback or a cluster's instances, so every probe must go direct.
+    proxy = {"http_proxy": DEAD_PROXY, "HTTP_PROXY": DEAD_PROXY, "https_proxy": DEAD_PROXY,
+             "HTTPS_PROXY": DEAD_PROXY, "no_proxy": "", "NO_PROXY": ""}
+    blue, green = "lc-proxy-blue", "lc-proxy-green"
+    ok(project.bgci("env", "create", "--sha", sample_build.sha, "--name", blue, "--instances", "2", env=proxy))
+    ok(project.bgci("env", "create", "--sha", sample_build_b.sha, "--name", green, "--instances", "2", env=proxy))
+    smoke = ok(project.bgci("smoke", "--env", green, "--junit-dir", str(project.config.parent / "junit"), env=proxy))
+    assert "failed" not in smoke.stdout.lower() or " 0 failed" in smoke.stdout.lower()
+    ok(project.bgci("promote", blue, env=proxy))
+    ok(project.bgci("promote", green, env=proxy))
+    assert project.live() == (200, green, sample_build_b.sha)
+    ok(project.bgci("rollback", env=proxy))
+    assert project.live() == (200, blue, sample_build.sha)
+    status = json.loads(ok(project.bgci("status", "--json", env=proxy)).stdout)
+    assert {e["name"]: e["healthy"] for e in status["environments"]} == {blue: True, green: True}
+
+
+@pytest.mark.docker
+def test_a_jenkins_abort_during_env_create_leaves_no_container(project: Project, sample_build: SampleBuild,
+                                                               docker_client: docker.DockerClient) -> None:
+    # Jenkins aborts a build by sending SIGTERM to its processes. bgci must treat it as Ctrl-C: the
+    # environment it was starting is removed before it exits.
+    name = "lc-abort"
+    process = project.popen("env", "create", "--sha", sample_build.sha, "--name", name, "--instances", "3")
+    deadline = time.monotonic() + 60
+    while not project.containers(docker_client, name) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first container exists: the create is under way
+    assert project.containers(docker_client, name), "the create never started a container"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "Traceback" not in stderr, stderr
+    assert "Aborted." in stderr
+    assert project.containers(docker_client, name) == []
+
+
+@pytest.mark.docker
+def test_a_jenkins_abort_half_a_second_into_env_create_leaves_no_container(
+        project: Project, sample_build: SampleBuild, docker_client: docker.DockerClient) -> None:
+    # The issue's own reproduction: SIGTERM 0.5 s after the command started, whatever it is doing then.
+    for delay in (0.5, 0.8, 1.2):
+        name = f"lc-abort-{int(delay * 10)}"
+        process = project.popen("env", "create", "--sha", sample_build.sha, "--name", name, "--instances", "3")
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr, stderr
+        assert project.containers(docker_client, name) == [], f"after SIGTERM at {delay}s: {stderr}"
+
+
+@pytest.mark.docker
+def test_two_creates_of_one_name_one_wins(project: Project, sample_build: SampleBuild,
+                                          docker_client: docker.DockerClient) -> None:
+    # Two Jenkins jobs create the same environment at once: exactly one wins, the other fails cleanly,
+    # and the winner's N instances are all there (the loser removed none of them).
+    name = "lc-race"
+    for _ in range(3):
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: project.bgci("env", "create", "--sha", sample_build.sha, "--name", name,
+                                                            "--instances", "3", "--no-preview"), range(2)))
+        codes = sorted(r.returncode for r in results)
+        assert codes == [0, 8], [r.stderr for r in results]
+        loser = next(r for r in results if r.returncode)
+        assert "exists already" in loser.stderr and "Traceback" not in loser.stderr, loser.stderr
+        running = project.containers(docker_client, name)
+        assert sorted(c.name for c in running) == [f"{name}.1", f"{name}.2", f"{name}.3"]
+        assert all(c.status == "running" for c in running)
+        ok(project.bgci("env", "destroy", name))
+
+
+@pytest.mark.docker
+def test_destroy_racing_promote_never_leaves_live_without_instances(
+        project: Project, sample_build: SampleBuild, sample_build_b: SampleBuild) -> None:
+    # `env destroy` checks "not live", unroutes and destroys under the switch lock promote holds too:
+    # whichever runs first, the other sees its result. Live never points at a destroyed environment.
+    blue, green = "lc-live", "lc-doomed"
+    ok(project.bgci("env", "create", "--sha", sample_build.sha, "--name", blue, "--no-preview"))
+    ok(project.bgci("promote", blue))
+    outcomes = set()
+    for _ in range(3):
+        ok(project.bgci("env", "create", "--sha", sample_build_b.sha, "--name", green, "--no-preview"))
+        with ThreadPoolExecutor(2) as pool:
+            promote = pool.submit(project.bgci, "promote", green, "--wait-lock", "60")
+            destroy = pool.submit(project.bgci, "env", "destroy", green)
+            promoted, destroyed = promote.result(), destroy.result()
+        live, _ = project.state()
+        if destroyed.returncode == 0:  # destroy first: the promote found nothing to promote
+            assert promoted.returncode != 0 and live == blue, promoted.stderr
+            assert project.live()[1] == blue
+            outcomes.add("destroy first")
+        else:  # promote first: the destroy was refused, green is live and still runs
+            assert promoted.returncode == 0 and "is live" in destroyed.stderr, (promoted.stderr, destroyed.stderr)
+            assert live == green and project.live() == (200, green, sample_build_b.sha)
+            ok(project.bgci("promote", blue))
+            ok(project.bgci("env", "destroy", green))
+            outcomes.add("promote first")
+        assert "Traceback" not in promoted.stderr + destroyed.stderr
+    assert outcomes  # which order won each round is up to the scheduler; both are safe
+
+
+@pytest.mark.docker
+def test_two_promotes_take_turns_and_the_state_matches_what_nginx_serves(
+        project: Project, sample_build: SampleBuild, sample_build_b: SampleBuild) -> None:
+    # Two promote buttons pressed at once: one waits for the other (--wait-lock); the state file's
+    # live/previous are the last and the first, and nginx serves the last.
+    blue, green = "lc-one", "lc-two"
+    ok(project.bgci("env", "create", "--sha", sample_build.sha, "--name", blue, "--no-preview"))
+    ok(project.bgci("env", "create", "--sha", sample_build_b.sha, "--name", green, "--no-preview"))
+    for _ in range(3):
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda env: project.bgci("promote", env, "--wait-lock", "60", "--json"),
+                                    [blue, green]))
+        assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+        live, previous = project.state()
+        assert {live, previous} == {blue, green}
+        shas = {blue: sample_build.sha, green: sample_build_b.sha}
+        assert project.live() == (200, live, shas[live])
