@@ -11,12 +11,15 @@ Marathon behaviour its assertions stand for.
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib
 import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -35,15 +38,12 @@ from bgci.schedulers.marathon import (
     MarathonTask,
     TaskFailure,
     app_definition,
-    deployments_touching,
-    display_url,
-    environment_from,
-    is_ready,
     marathon_app_id,
-    read_sse,
-    render_error_body,
-    task_failures,
 )
+from bgci.schedulers.marathon.client import display_url
+from bgci.schedulers.marathon.events import read_sse
+from bgci.schedulers.marathon.models import deployments_touching, render_error_body
+from bgci.schedulers.marathon.scheduler import environment_from, is_ready, task_failures
 from tests.conftest import empty_marathon
 from tests.emulators.marathon import DEFAULT_SCHEMA_PATH, MarathonEmulator
 from tests.support import free_port
@@ -118,6 +118,17 @@ def test_the_schema_check_has_teeth(validator: jsonschema.Draft4Validator) -> No
                    {**body, "constraints": [["hostname", "SOMETIMES"]]},
                    {**body, "healthChecks": [{**body["healthChecks"][0], "protocol": "GRPC"}]}):
         assert list(validator.iter_errors(broken))
+
+
+def test_each_marathon_module_imports_only_lower_ones() -> None:
+    # The layering the package docstring promises: readers and bodies, then transport, events, policy on top.
+    layers = ["models", "definition", "client", "events", "scheduler"]
+    for level, name in enumerate(layers):
+        module = importlib.import_module(f"bgci.schedulers.marathon.{name}")
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        imported = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and (node.module or "").startswith("bgci.schedulers.marathon.")}
+        assert imported <= set(layers[:level]), f"{name} imports {sorted(imported - set(layers[:level]))}"
 
 
 def test_app_ids_are_one_group_per_app() -> None:
