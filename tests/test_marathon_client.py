@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import importlib
+import inspect
 import json
 import threading
 import time
@@ -29,6 +30,7 @@ from bgci.config import Credentials, DeploySettings, MarathonSettings, Settings
 from bgci.errors import ConfigError, DeploymentInProgress, MarathonAPIError, SchedulerError, SchedulerUnavailable
 from bgci.schedulers import get_scheduler
 from bgci.schedulers.base import LABEL_ENV, EnvironmentSpec, Scheduler
+from bgci.schedulers.local import LocalScheduler
 from bgci.schedulers.marathon import (
     EventWatch,
     MarathonApp,
@@ -151,6 +153,15 @@ def test_no_marathon_urls_is_a_config_error_naming_the_setting() -> None:
     assert isinstance(scheduler, MarathonScheduler) and isinstance(scheduler, Scheduler)
     assert scheduler.client.urls == ["http://m1:8080", "http://m2:8080"]
     assert scheduler.options.cpus == 0.5 and scheduler.options.constraints == (("hostname", "UNIQUE"),)
+
+
+def test_force_is_a_setting_of_the_backend_chosen_by_get_scheduler() -> None:
+    # --force (Marathon's ?force=true) is given when the backend is built; the local engine accepts and ignores it.
+    settings = Settings(app="shop", deploy=DeploySettings(marathon=MarathonSettings(urls=["http://m1:8080"])))
+    assert get_scheduler(settings, "marathon", force=True).force is True  # type: ignore[attr-defined]
+    assert get_scheduler(settings, "marathon").force is False  # type: ignore[attr-defined]
+    assert MarathonScheduler.from_settings(settings, force=True).force is True
+    assert "force" in inspect.signature(LocalScheduler.from_settings).parameters
 
 
 # -- reading Marathon's answers -----------------------------------------------------------------------------

@@ -17,18 +17,22 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "Environment", "EnvironmentSpec", "Instance", "Scheduler", "get_scheduler"]
 
-# name -> "module:class"; each class is built as Class.from_settings(settings)
+# name -> "module:class"; each class is built as Class.from_settings(settings, force=force)
 BACKENDS = {
     "local": "bgci.schedulers.local:LocalScheduler",
     "marathon": "bgci.schedulers.marathon:MarathonScheduler",
 }
 
 
-def get_scheduler(settings: Settings, name: str | None = None) -> Scheduler:
-    """The backend `name` (default: deploy.scheduler in bgci.toml), configured from the settings."""
+def get_scheduler(settings: Settings, name: str | None = None, *, force: bool = False) -> Scheduler:
+    """The backend `name` (default: deploy.scheduler in bgci.toml), configured from the settings.
+
+    `force`: override a deployment that locks an environment (Marathon's ?force=true) instead of waiting;
+    backends without locks (local) accept and ignore it.
+    """
     name = name or settings.deploy.scheduler
     if name not in BACKENDS:
         raise ConfigError(f"--scheduler {name!r}: unknown (allowed: {', '.join(BACKENDS)})")
     module_name, class_name = BACKENDS[name].split(":")
     backend = getattr(importlib.import_module(module_name), class_name)
-    return backend.from_settings(settings)
+    return backend.from_settings(settings, force=force)

@@ -171,7 +171,8 @@ class LocalScheduler:
         self._http.mount("http://", requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=MAX_WORKERS))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalScheduler:
+    def from_settings(cls, settings: Settings, *, force: bool = False) -> LocalScheduler:
+        """From deploy.bind_address. `force` has no effect here: the engine has no deployment locks to override."""
         from bgci.dockerhost import connect
 
         return cls(connect(), settings.app, bind_address=settings.deploy.bind_address)

@@ -122,12 +122,13 @@ class MarathonScheduler:
         self._abandoned: set[str] = set()  # deployments of ours whose wait failed: ours to override
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MarathonScheduler:
+    def from_settings(cls, settings: Settings, *, force: bool = False) -> MarathonScheduler:
+        """From deploy.marathon; `force` overrides deployments that lock an app (the CLI's --force)."""
         marathon = settings.deploy.marathon
         if not marathon.urls:
             raise no_urls_error()
         client = MarathonClient(marathon.urls, settings.marathon_credentials, timeout=marathon.request_timeout)
-        return cls(client, settings.app, options=MarathonOptions.from_settings(settings),
+        return cls(client, settings.app, options=MarathonOptions.from_settings(settings), force=force,
                    lock_timeout=settings.deploy.ready_timeout)
 
     def app_id(self, name: str) -> str:
