@@ -43,6 +43,7 @@ from bgci.schedulers.marathon import (
     marathon_app_id,
 )
 from bgci.schedulers.marathon.client import display_url
+from bgci.schedulers.marathon.definition import check_pullable
 from bgci.schedulers.marathon.events import read_sse
 from bgci.schedulers.marathon.models import deployments_touching, render_error_body
 from bgci.schedulers.marathon.scheduler import environment_from, is_ready, task_failures
@@ -120,6 +121,26 @@ def test_the_schema_check_has_teeth(validator: jsonschema.Draft4Validator) -> No
                    {**body, "constraints": [["hostname", "SOMETIMES"]]},
                    {**body, "healthChecks": [{**body["healthChecks"][0], "protocol": "GRPC"}]}):
         assert list(validator.iter_errors(broken))
+
+
+@pytest.mark.parametrize("image", [
+    "sha256:" + "e" * 64, "e" * 64, "e" * 12,  # local image ids: what bgci names when no registry holds the image
+    "web:1", "shop@sha256:" + "d" * 64, "library/nginx:1.25",  # no registry host: Docker Hub, where bgci never pushes
+])
+def test_an_image_agents_cannot_pull_is_refused(image: str) -> None:
+    # A Mesos agent pulls the image by reference on its own host; a local id exists only on the building host.
+    with pytest.raises(ConfigError) as caught:
+        check_pullable(image)
+    assert f"image {image}: Marathon agents cannot pull" in str(caught.value)
+    assert "BGCI_REGISTRY" in str(caught.value)
+
+
+@pytest.mark.parametrize("image", [
+    "registry.example.com:5000/shop@sha256:" + "d" * 64, "127.0.0.1:5000/shop:1", "localhost/shop:1",
+    "docker.io/library/nginx:1.25", "registry:5000/team/shop:1",
+])
+def test_an_image_with_a_registry_host_is_sent(image: str) -> None:
+    check_pullable(image)
 
 
 def test_each_marathon_module_imports_only_lower_ones() -> None:
@@ -439,7 +460,7 @@ def test_a_422_shows_marathons_details(emulator: MarathonEmulator) -> None:
     # Through the backend: a health check protocol Marathon does not know is refused the same way.
     scheduler = MarathonScheduler(client, "shop", options=MarathonOptions(health_protocol="GRPC"))
     with pytest.raises(MarathonAPIError, match=r"422 .*/healthChecks/0/protocol: 'GRPC' is not one of"):
-        scheduler.create(spec(image="bgci-base:bookworm"))
+        scheduler.create(spec())
     assert emulator.container_ids() == []
 
 

@@ -2,7 +2,8 @@
 
 An environment is one Marathon app, `/<app>/<env>`, with N tasks; all of
 bgci's metadata rides in the app's labels. :class:`MarathonOptions` holds what
-the body needs beyond the EnvironmentSpec (resources, placement, health timing).
+the body needs beyond the EnvironmentSpec (resources, placement, health timing);
+:func:`check_pullable` refuses an image the cluster's agents could not pull.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgci.config import Settings
+from bgci.errors import ConfigError
 from bgci.schedulers.base import EnvironmentSpec
 
 PORT_NAME = "http"
+_IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")  # what `docker images -q` and image.id show
 
 
 @dataclass(frozen=True)
@@ -82,3 +85,20 @@ def app_definition(app_id: str, spec: EnvironmentSpec, options: MarathonOptions)
     if options.constraints:
         body["constraints"] = [list(c) for c in options.constraints]
     return body
+
+
+def check_pullable(image: str) -> None:
+    """Refuse an image a Mesos agent cannot pull: agents pull by reference, on hosts other than the builder's.
+
+    A local image id (`sha256:<hex>`, what bgci names when no registry holds the
+    image) exists only in the engine that built it. A reference without a
+    registry host (`web:1`, `shop@sha256:...`) sends agents to Docker Hub, where
+    bgci never pushes; a Hub image passes when its host is named (docker.io/...).
+    """
+    hint = "set registry.url (or BGCI_REGISTRY) and push the image: `bgci build auto` pushes it to the registry"
+    if _IMAGE_ID.fullmatch(image):
+        raise ConfigError(f"image {image}: Marathon agents cannot pull a local image id", hint=hint)
+    host, slash, _ = image.partition("/")
+    if not slash or not ("." in host or ":" in host or host == "localhost"):
+        raise ConfigError(f"image {image}: Marathon agents cannot pull an image whose name has no registry host",
+                          hint=hint + "; a Docker Hub image needs its host: docker.io/library/<name>")

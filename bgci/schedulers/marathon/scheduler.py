@@ -51,6 +51,7 @@ from bgci.schedulers.marathon.definition import (
     MarathonOptions,
     app_definition,
     app_group,
+    check_pullable,
     marathon_app_id,
 )
 from bgci.schedulers.marathon.events import EventWatch
@@ -138,6 +139,7 @@ class MarathonScheduler:
     def create(self, spec: EnvironmentSpec) -> Environment:
         if spec.instances < 1:
             raise SchedulerError(f"environment {spec.name}: {spec.instances} instances, at least 1 needed")
+        check_pullable(spec.image)  # before anything is sent: Marathon would accept it, its agents would fail
         app_id = self.app_id(spec.name)
         body = app_definition(app_id, spec, self.options)
         try:
