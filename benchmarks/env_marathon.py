@@ -3,8 +3,9 @@
 Run from the repository root:  python benchmarks/env_marathon.py [--runs 5] [--instances 3]
 (`python benchmarks/env.py` runs it too, as its `marathon` section.)
 
-It builds the sample app once, starts the Marathon emulator (tasks are real
-containers), then creates environments of N instances through the service
+It builds the sample app once, pushes it to a loopback registry (Marathon
+refuses a local image id: agents pull by reference), starts the Marathon
+emulator (tasks are real containers), then creates environments of N instances through the service
 `bgci env create` uses. For each run it takes the emulator's own record of
 when it ended the deployment (deployment_finished_at, set just before it emits
 deployment_success) and the moment bgci's create returned ready. Target: at
@@ -35,9 +36,9 @@ from bgci.dockerhost import connect
 from bgci.environments import EnvironmentService
 from bgci.images import resolve_image
 from bgci.schedulers.marathon import MarathonClient, MarathonScheduler
-from tests.conftest import remove_app_containers, remove_app_images
+from tests.conftest import push_to_registry, remove_app_containers, remove_app_images
 from tests.emulators.marathon import MarathonEmulator
-from tests.support import make_sample_repo, unique_app_name
+from tests.support import Registry, make_sample_repo, unique_app_name
 
 TARGET_LAG = 0.3  # seconds, median
 READY_TIMEOUT = 120.0
@@ -48,7 +49,8 @@ def measure(client: docker.DockerClient, settings: Settings, sha: str, counts: l
             runs: int) -> list[dict[str, Any]]:
     """Rows for benchmarks/env.py: `marathon` (create to ready) and `mar-lag` (deployment end to ready)."""
     rows: list[dict[str, Any]] = []
-    with MarathonEmulator(client, health_interval=HEALTH_INTERVAL, sse_heartbeat=1.0) as marathon:
+    with (pushed(client, settings, sha) as settings,  # from here on, the settings naming the registry
+          MarathonEmulator(client, health_interval=HEALTH_INTERVAL, sse_heartbeat=1.0) as marathon):
         scheduler = MarathonScheduler(MarathonClient([marathon.url]), settings.app, lock_timeout=READY_TIMEOUT)
         service = EnvironmentService(scheduler, settings,
                                      resolve=lambda ref: resolve_image(client, settings, ref, lambda _: None))
@@ -67,6 +69,17 @@ def measure(client: docker.DockerClient, settings: Settings, sha: str, counts: l
             rows.append({"section": "marathon", "instances": count, "ready": ready, "destroy": destroy})
             rows.append({"section": "mar-lag", "instances": count, "ready": lag, "destroy": destroy})
     return rows
+
+
+@contextlib.contextmanager
+def pushed(client: docker.DockerClient, settings: Settings, sha: str) -> Iterator[Settings]:
+    """`settings` naming a loopback registry that holds the image of `sha` (the app's image cleanup removes it)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        registry = Registry(Path(workdir) / "registry").start()
+        try:
+            yield push_to_registry(client, settings, sha, registry.address)
+        finally:
+            registry.stop()
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ Integration tests do not skip when a part is missing: CI installs everything
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,18 @@ def remove_app_containers(client: docker.DockerClient, app: str) -> None:
     """Remove every container of one (test-unique) app name, e.g. what an interrupted run left."""
     for container in client.containers.list(all=True, filters={"label": f"io.bgci.app={app}"}):
         container.remove(force=True, v=True)
+
+
+def push_to_registry(client: docker.DockerClient, settings: Settings, sha: str, registry: str) -> Settings:
+    """`settings` with registry.url = `registry`, where the local image of `sha` is tagged and pushed (what
+    `bgci build` does when a registry is set); for schedulers whose hosts pull by reference (Marathon)."""
+    from bgci.registry import push_image
+
+    pushed = dataclasses.replace(settings, registry=dataclasses.replace(settings.registry, url=registry))
+    client.images.get(f"{settings.image_repository}:{sha}").tag(pushed.image_repository, sha)
+    push_image(client, pushed.image_repository, sha, credentials=pushed.registry_credentials,
+               retry_seconds=pushed.registry.retry_seconds, log=lambda _: None)
+    return pushed
 
 
 class SampleBuild:

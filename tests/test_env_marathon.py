@@ -24,16 +24,28 @@ import requests
 
 from bgci import labels
 from bgci.environments import EnvironmentService
-from bgci.errors import DeploymentInProgress, EnvironmentFailed, EnvironmentNotFound
+from bgci.errors import ConfigError, DeploymentInProgress, EnvironmentFailed, EnvironmentNotFound
 from bgci.images import resolve_image
 from bgci.schedulers.base import Scheduler
 from bgci.schedulers.marathon import MarathonClient, MarathonScheduler
-from tests.conftest import SampleBuild, empty_marathon
+from tests.conftest import SampleBuild, empty_marathon, push_to_registry
 from tests.emulators.marathon import DEFAULT_SCHEMA_PATH, MarathonEmulator
-from tests.support import free_port
+from tests.support import Registry, free_port
 from tests.test_env_local import assert_clear_error, bgci, get_text
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def sample_build(sample_build: SampleBuild, session_registry: Registry,
+                 docker_client: docker.DockerClient) -> SampleBuild:
+    """The session's sample build (same repo and sha), pushed to the loopback registry, its settings naming it.
+
+    Marathon agents pull the image by reference, so bgci sends `<registry>/<app>@sha256:...`; the local
+    image id it names without a registry is refused (test_a_local_image_id_is_refused_before_anything_is_sent).
+    """
+    settings = push_to_registry(docker_client, sample_build.settings, sample_build.sha, session_registry.address)
+    return SampleBuild(sample_build.repo, settings, sample_build.sha, sample_build.result)
 
 
 @pytest.fixture
@@ -226,6 +238,24 @@ def test_create_waits_for_the_delete_of_the_same_name_to_finish(
     service.destroy(name)
 
 
+def test_a_local_image_id_is_refused_before_anything_is_sent(
+        service: EnvironmentService, scheduler: MarathonScheduler, clean: MarathonEmulator,
+        sample_build: SampleBuild, docker_client: docker.DockerClient) -> None:
+    # A Mesos agent pulls the image by reference, on its own host; a local image id (what bgci names when
+    # no registry holds the image) exists only in the engine of the host that built it. Marathon would
+    # accept the app and every task would fail to pull. (The emulator shares our engine and could run it:
+    # so the refusal here is bgci's own.)
+    image_id = docker_client.images.get(f"{sample_build.settings.image_repository}:{sample_build.sha}").id
+    spec = replace(service.spec_for(sha=sample_build.sha, name=f"{sample_build.app}-local"), image=image_id)
+    with pytest.raises(ConfigError) as caught:
+        scheduler.create(spec)
+    assert f"image {image_id}: Marathon agents cannot pull a local image id" in str(caught.value)
+    assert "BGCI_REGISTRY" in str(caught.value) and caught.value.exit_code == 2
+    # Nothing was sent: no app in Marathon, no request but reads.
+    assert requests.get(clean.url + "/v2/apps", timeout=5).json()["apps"] == []
+    assert [r for r in clean.requests_log if r.method != "GET"] == []
+
+
 def test_older_marathon_shapes_work_end_to_end(sample_build: SampleBuild, docker_client: docker.DockerClient) -> None:
     # Marathon < 1.5 answers with container.docker.portMappings and healthCheckResults[].taskId.
     with MarathonEmulator(docker_client, legacy_shapes=True, health_interval=0.2, sse_heartbeat=0.5) as old:
@@ -241,13 +271,14 @@ def test_older_marathon_shapes_work_end_to_end(sample_build: SampleBuild, docker
 
 
 # -- the command line ------------------------------------------------------------------------------------------
-def marathon_env(marathon: MarathonEmulator) -> dict[str, str]:
-    return {"BGCI_MARATHON_URLS": marathon.url}
+def marathon_env(marathon: MarathonEmulator, build: SampleBuild) -> dict[str, str]:
+    """The repo's bgci.toml names no registry: the CLI gets the one the image was pushed to."""
+    return {"BGCI_MARATHON_URLS": marathon.url, "BGCI_REGISTRY": build.settings.registry.url}
 
 
 def test_cli_create_list_show_backends_destroy(clean: MarathonEmulator, sample_build: SampleBuild,
                                                docker_client: docker.DockerClient) -> None:
-    repo, name, env = sample_build.repo, f"{sample_build.app}-cli", marathon_env(clean)
+    repo, name, env = sample_build.repo, f"{sample_build.app}-cli", marathon_env(clean, sample_build)
     on = ["--scheduler", "marathon"]
     created = bgci("env", "create", *on, "--sha", sample_build.sha, "--name", name, "--instances", "3",
                    "--no-preview", "--json", cwd=repo, env=env)
@@ -278,7 +309,7 @@ def test_cli_keep_failed_then_destroy_needs_force_while_the_app_crash_loops(
     # A config whose ready_timeout (also the wait for a Marathon lock) is short.
     config = tmp_path / "bgci.toml"
     config.write_text((sample_build.repo / "bgci.toml").read_text() + "ready_timeout = 2\n")  # last table: [deploy]
-    repo, name, env = sample_build.repo, f"{sample_build.app}-clikept", marathon_env(clean)
+    repo, name, env = sample_build.repo, f"{sample_build.app}-clikept", marathon_env(clean, sample_build)
     on = ["--config", str(config), "env"]
     failed = bgci(*on, "create", "--scheduler", "marathon", "--sha", sample_build.sha, "--name", name,
                   "--instances", "1", "--keep-failed", "--env", "WEB_APP_FAIL_AT_START=1", "--timeout", "30",
@@ -292,6 +323,18 @@ def test_cli_keep_failed_then_destroy_needs_force_while_the_app_crash_loops(
     forced = bgci(*on, "destroy", name, "--scheduler", "marathon", "--force", cwd=repo, env=env)
     assert forced.returncode == 0, forced.stderr
     assert clean.container_ids() == [] and env_containers(docker_client, name) == []
+
+
+def test_cli_without_a_registry_is_refused_with_how_to_push(clean: MarathonEmulator,
+                                                           sample_build: SampleBuild) -> None:
+    # The repo's bgci.toml names no registry, so the image of the sha is only in the local engine: Marathon's
+    # agents, on other hosts, could not pull it. Refused with the stage's exit code; nothing reaches Marathon.
+    result = bgci("env", "create", "--scheduler", "marathon", "--sha", sample_build.sha, "--name",
+                  f"{sample_build.app}-noreg", "--no-preview", cwd=sample_build.repo,
+                  env={"BGCI_MARATHON_URLS": clean.url})
+    assert_clear_error(result, 2, "Marathon agents cannot pull a local image id")
+    assert "BGCI_REGISTRY" in result.stderr
+    assert requests.get(clean.url + "/v2/apps", timeout=5).json()["apps"] == []
 
 
 def test_cli_marathon_not_reachable_or_not_configured(sample_build: SampleBuild) -> None:

@@ -11,12 +11,16 @@ Marathon behaviour its assertions stand for.
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib
+import inspect
 import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -27,6 +31,7 @@ from bgci.config import Credentials, DeploySettings, MarathonSettings, Settings
 from bgci.errors import ConfigError, DeploymentInProgress, MarathonAPIError, SchedulerError, SchedulerUnavailable
 from bgci.schedulers import get_scheduler
 from bgci.schedulers.base import EnvironmentSpec, Scheduler
+from bgci.schedulers.local import LocalScheduler
 from bgci.schedulers.marathon import (
     EventWatch,
     MarathonApp,
@@ -36,15 +41,13 @@ from bgci.schedulers.marathon import (
     MarathonTask,
     TaskFailure,
     app_definition,
-    deployments_touching,
-    display_url,
-    environment_from,
-    is_ready,
     marathon_app_id,
-    read_sse,
-    render_error_body,
-    task_failures,
 )
+from bgci.schedulers.marathon.client import display_url
+from bgci.schedulers.marathon.definition import check_pullable
+from bgci.schedulers.marathon.events import read_sse
+from bgci.schedulers.marathon.models import deployments_touching, render_error_body
+from bgci.schedulers.marathon.scheduler import environment_from, is_ready, task_failures
 from tests.conftest import empty_marathon
 from tests.emulators.marathon import DEFAULT_SCHEMA_PATH, MarathonEmulator
 from tests.support import free_port
@@ -121,6 +124,37 @@ def test_the_schema_check_has_teeth(validator: jsonschema.Draft4Validator) -> No
         assert list(validator.iter_errors(broken))
 
 
+@pytest.mark.parametrize("image", [
+    "sha256:" + "e" * 64, "e" * 64, "e" * 12,  # local image ids: what bgci names when no registry holds the image
+    "web:1", "shop@sha256:" + "d" * 64, "library/nginx:1.25",  # no registry host: Docker Hub, where bgci never pushes
+])
+def test_an_image_agents_cannot_pull_is_refused(image: str) -> None:
+    # A Mesos agent pulls the image by reference on its own host; a local id exists only on the building host.
+    with pytest.raises(ConfigError) as caught:
+        check_pullable(image)
+    assert f"image {image}: Marathon agents cannot pull" in str(caught.value)
+    assert "BGCI_REGISTRY" in str(caught.value)
+
+
+@pytest.mark.parametrize("image", [
+    "registry.example.com:5000/shop@sha256:" + "d" * 64, "127.0.0.1:5000/shop:1", "localhost/shop:1",
+    "docker.io/library/nginx:1.25", "registry:5000/team/shop:1",
+])
+def test_an_image_with_a_registry_host_is_sent(image: str) -> None:
+    check_pullable(image)
+
+
+def test_each_marathon_module_imports_only_lower_ones() -> None:
+    # The layering the package docstring promises: readers and bodies, then transport, events, policy on top.
+    layers = ["models", "definition", "client", "events", "scheduler"]
+    for level, name in enumerate(layers):
+        module = importlib.import_module(f"bgci.schedulers.marathon.{name}")
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        imported = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and (node.module or "").startswith("bgci.schedulers.marathon.")}
+        assert imported <= set(layers[:level]), f"{name} imports {sorted(imported - set(layers[:level]))}"
+
+
 def test_app_ids_are_one_group_per_app() -> None:
     # Marathon ids are lower-case segments of [a-z0-9-] separated by dots; `_` (a valid bgci app name) is not.
     assert marathon_app_id("shop", "shop-0123") == "/shop/shop-0123"
@@ -141,6 +175,15 @@ def test_no_marathon_urls_is_a_config_error_naming_the_setting() -> None:
     assert isinstance(scheduler, MarathonScheduler) and isinstance(scheduler, Scheduler)
     assert scheduler.client.urls == ["http://m1:8080", "http://m2:8080"]
     assert scheduler.options.cpus == 0.5 and scheduler.options.constraints == (("hostname", "UNIQUE"),)
+
+
+def test_force_is_a_setting_of_the_backend_chosen_by_get_scheduler() -> None:
+    # --force (Marathon's ?force=true) is given when the backend is built; the local engine accepts and ignores it.
+    settings = Settings(app="shop", deploy=DeploySettings(marathon=MarathonSettings(urls=["http://m1:8080"])))
+    assert get_scheduler(settings, "marathon", force=True).force is True  # type: ignore[attr-defined]
+    assert get_scheduler(settings, "marathon").force is False  # type: ignore[attr-defined]
+    assert MarathonScheduler.from_settings(settings, force=True).force is True
+    assert "force" in inspect.signature(LocalScheduler.from_settings).parameters
 
 
 # -- reading Marathon's answers -----------------------------------------------------------------------------
@@ -418,7 +461,7 @@ def test_a_422_shows_marathons_details(emulator: MarathonEmulator) -> None:
     # Through the backend: a health check protocol Marathon does not know is refused the same way.
     scheduler = MarathonScheduler(client, "shop", options=MarathonOptions(health_protocol="GRPC"))
     with pytest.raises(MarathonAPIError, match=r"422 .*/healthChecks/0/protocol: 'GRPC' is not one of"):
-        scheduler.create(spec(image="bgci-base:bookworm"))
+        scheduler.create(spec())
     assert emulator.container_ids() == []
 
 

@@ -310,7 +310,7 @@ class FakeScheduler:
     environment: Environment | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FakeScheduler:
+    def from_settings(cls, settings: Settings, *, force: bool = False) -> FakeScheduler:
         return cls()
 
     def get(self, name: str) -> Environment:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "Environment", "EnvironmentSpec", "Instance", "Scheduler", "get_scheduler"]
 
-# name -> "module:class"; each class is built as Class.from_settings(settings)
+# name -> "module:class"; each class is built as Class.from_settings(settings, force=force)
 BACKENDS = {
     "local": "bgci.schedulers.local:LocalScheduler",
     "marathon": "bgci.schedulers.marathon:MarathonScheduler",
@@ -27,7 +27,8 @@ BACKENDS = {
 def get_scheduler(settings: Settings, name: str | None = None, *, force: bool = False) -> Scheduler:
     """The backend `name` (default: deploy.scheduler in bgci.toml), configured from the settings.
 
-    `force`: override a deployment that locks an environment (Marathon's ?force=true) instead of waiting.
+    `force`: override a deployment that locks an environment (Marathon's ?force=true) instead of waiting;
+    backends without locks (local) accept and ignore it.
     """
     name = name or settings.deploy.scheduler
     if name not in BACKENDS:

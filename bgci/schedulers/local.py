@@ -156,7 +156,7 @@ class LocalScheduler:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, force: bool = False) -> LocalScheduler:
-        """`force` is accepted for a uniform interface: the local engine has no deployment locks to override."""
+        """From deploy.bind_address. `force` has no effect here: the engine has no deployment locks to override."""
         from bgci.dockerhost import connect
 
         return cls(connect(), settings.app, bind_address=settings.deploy.bind_address)
