@@ -20,13 +20,23 @@ install_packages() {
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # The packages' own services (nginx on :80, docker-registry on :5000) are not wanted: bgci runs
+  # its own. Debian's policy-rc.d protocol (exit 101: "action forbidden") stops the maintainer
+  # scripts from starting them, so nothing needs stopping afterwards, and a system nginx or
+  # registry that was already running is left alone. An existing policy-rc.d is kept as it was.
+  local policy=/usr/sbin/policy-rc.d own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+  fi
   # --no-install-recommends keeps docker.io from pulling in extras we never use.
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The packages' own services are not wanted: bgci runs nginx and the registry itself.
-  for svc in nginx docker-registry; do
-    pkill -f "^/usr/sbin/$svc" 2>/dev/null || true
-    pkill -f "^/usr/bin/$svc" 2>/dev/null || true
-  done
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { [ -z "$own_policy" ] || rm -f "$policy"; exit 1; }
+  [ -z "$own_policy" ] || rm -f "$policy"
+  # Where systemd runs, keep them from starting at the next boot too (their units stay installed).
+  if [ -d /run/systemd/system ]; then
+    for svc in nginx docker-registry; do
+      [[ " ${missing[*]} " == *" $svc "* ]] && systemctl disable "$svc" >/dev/null 2>&1 || true
+    done
+  fi
 }
 
 docker_answers() { timeout 5 docker version >/dev/null 2>&1; }

@@ -32,13 +32,13 @@ UNBUILT_SHA = "0" * 40
 
 
 # -- pure decisions ------------------------------------------------------------------------------------
-def summary(index: int, state: str = "running", port: int = 32000, ip: str = "127.0.0.1", **labels: str) -> dict:
+def summary(index: int, state: str = "running", port: int = 32000, ip: str = "127.0.0.1", **extra: str) -> dict:
     """One container as GET /containers/json lists it (the fields the backend reads)."""
     return {
         "Id": f"id{index}", "Names": [f"/shop-abc.{index}"], "State": state, "Status": "Up 2 seconds",
         "Ports": [{"IP": ip, "PrivatePort": 8000, "PublicPort": port + index, "Type": "tcp"}] if port else [],
         "Labels": {labels.APP: "shop", labels.ENV: "shop-abc", labels.SHA: "a" * 40, labels.INDEX: str(index),
-                   **labels},
+                   **extra},
     }
 
 
@@ -321,10 +321,10 @@ def test_cli_keep_failed_keeps_the_failed_instances(sample_build: SampleBuild, d
     (["--sha", "abc123"], 2, "expected a full 40-character git sha"),
     (["--sha", UNBUILT_SHA], 4, f":{UNBUILT_SHA} not found locally"),
     (["--image", "no-such-image:v1"], 4, "no-such-image:v1 not found locally"),
-    (["--sha", "SHA", "--instances", "0"], 2, "--instances 0: allowed are 1 to 100"),
-    (["--sha", "SHA", "--instances", "5000"], 2, "--instances 5000: allowed are 1 to 100"),
-    (["--sha", "SHA", "--name", "Not_A_Dns_Label"], 2, "not a valid environment name"),
-    (["--sha", "SHA", "--timeout", "0"], 2, "--timeout 0"),
+    (["--sha", "SHA", "--instances", "0"], 2, "--instances: 0 instances: allowed are 1 to 100"),
+    (["--sha", "SHA", "--instances", "5000"], 2, "--instances: 5000 instances: allowed are 1 to 100"),
+    (["--sha", "SHA", "--name", "Not_A_Dns_Label"], 2, "--name: environment name 'Not_A_Dns_Label': not valid"),
+    (["--sha", "SHA", "--timeout", "0"], 2, "--timeout: timeout 0: expected seconds above 0"),
     (["--sha", "SHA", "--scheduler", "kubernetes"], 2, "'kubernetes' is not one of"),
     ([], 2, "pass --sha SHA or --image REF"),
 ])
@@ -342,4 +342,4 @@ def test_cli_docker_not_answering_and_unknown_environments(sample_build: SampleB
     assert_clear_error(result, 4, "Docker daemon not answering")
     for command in (["show", "nope"], ["backends", "nope"], ["scale", "nope", "2"], ["destroy", "nope"]):
         assert_clear_error(bgci("env", *command, cwd=sample_build.repo), 8, "no environment nope")
-    assert_clear_error(bgci("env", "scale", "nope", "0", cwd=sample_build.repo), 2, "--instances 0")
+    assert_clear_error(bgci("env", "scale", "nope", "0", cwd=sample_build.repo), 2, "0 instances: allowed are 1 to 100")

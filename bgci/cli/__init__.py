@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             cli.main(args=argv, prog_name="bgci", standalone_mode=False)
         except BgciError as exc:
-            click.echo(f"Error: {describe_error(exc)}", err=True)
+            click.echo(f"Error: {describe_error(exc, sys.argv[1:] if argv is None else argv)}", err=True)
             sys.exit(exc.exit_code)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
@@ -103,6 +103,9 @@ def _is_outside_fault(exc: Exception) -> bool:
     return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("docker", "requests", "urllib3")
 
 
-def describe_error(exc: BgciError) -> str:
-    """The error's one line, led by the flag that set the input at fault when there is one."""
-    return f"--{exc.option.replace('_', '-')}: {exc}" if exc.option else str(exc)
+def describe_error(exc: BgciError, argv: list[str]) -> str:
+    """The error's one line, led by the flag that set the input at fault when the user gave that flag
+    (library errors name the input, `sha`, not the flag; the input may have come from bgci.toml)."""
+    flag = f"--{exc.option.replace('_', '-')}" if exc.option else ""
+    given = flag and any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+    return f"{flag}: {exc}" if given else str(exc)
