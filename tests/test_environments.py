@@ -143,7 +143,7 @@ def test_instance_counts_outside_the_config_limits_are_refused(count: int) -> No
 
 @pytest.mark.parametrize("timeout", [0, -5, 10**6])
 def test_absurd_timeouts_are_refused(timeout: float) -> None:
-    with pytest.raises(ConfigError, match="^timeout ") as caught:
+    with pytest.raises(ConfigError, match=r"^timeout ") as caught:
         environments.validate_timeout(timeout)
     assert caught.value.option == "timeout"
 
