@@ -9,6 +9,7 @@ Each test runs the sample app's images (session builds) on the local engine, beh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,12 +22,13 @@ from pathlib import Path
 import docker
 import pytest
 
+from bgci import build as builds
 from bgci.config import load_settings
 from bgci.router import NginxRouter
 from bgci.schedulers.local import LocalScheduler
 from bgci.state import load_state
-from tests.conftest import SampleBuild
-from tests.support import free_port
+from tests.conftest import SampleBuild, remove_app_containers, remove_app_images
+from tests.support import Registry, commit_all, free_port, make_sample_repo, unique_app_name
 from tests.test_router_nginx import NGINX, ask
 
 # A proxy that is never there: any request sent through it fails with ProxyError.
@@ -207,3 +209,48 @@ def test_two_promotes_take_turns_and_the_state_matches_what_nginx_serves(
         assert {live, previous} == {blue, green}
         shas = {blue: sample_build.sha, green: sample_build_b.sha}
         assert project.live() == (200, live, shas[live])
+
+
+@pytest.mark.docker
+def test_a_fresh_agent_tests_runs_and_promotes_an_image_that_is_only_in_the_registry(
+        tmp_path: Path, docker_client: docker.DockerClient, session_registry: Registry) -> None:
+    # A Jenkins agent that did not build the image has it only in the registry: `bgci test`,
+    # `bgci env create` and `bgci promote` pull what they need by the sha's tag.
+    app = unique_app_name("fresh")
+    repo = make_sample_repo(tmp_path, app, registry=session_registry.address)
+    config = repo / "bgci.toml"
+    config.write_text(config.read_text().replace('extra_packages = ["memcached"]', "extra_packages = []"))
+    sha = commit_all(repo, "no test-only packages: this test is about pulling")
+    settings = load_settings(config)
+    project: Project | None = None
+    try:
+        built = builds.build_full(docker_client, settings, builds.Source.open(settings, "HEAD"), build_args={},
+                                  push=True, log=lambda _: None)
+        assert built.digest.startswith("sha256:")
+
+        def forget_locally() -> None:  # what the agent never had: every tag and the image itself
+            remove_app_images(docker_client, app)
+            with contextlib.suppress(docker.errors.NotFound):
+                docker_client.images.remove(built.image_id, force=True)
+            with pytest.raises(docker.errors.ImageNotFound):
+                docker_client.images.get(built.image_id)
+
+        forget_locally()
+        (tmp_path / "agent").mkdir()
+        project = Project(tmp_path / "agent", SampleBuild(repo, settings, sha, built))
+        tested = ok(project.bgci("test", "--sha", sha, "--junit-dir", str(tmp_path / "junit")))
+        assert built.digest in (tmp_path / "junit" / f"unit-{sha}.xml").read_text()
+        assert "Traceback" not in tested.stderr
+
+        forget_locally()
+        project.router.start()
+        created = json.loads(ok(project.bgci("env", "create", "--sha", sha, "--name", "lc-fresh", "--instances", "1",
+                                             "--json")).stdout)
+        assert created["digest"] == built.digest  # the registry's digest: exactly what was pushed
+        ok(project.bgci("promote", "lc-fresh"))
+        assert project.live() == (200, "lc-fresh", sha)
+    finally:
+        if project is not None:
+            project.router.stop()
+        remove_app_containers(docker_client, app)
+        remove_app_images(docker_client, app)
