@@ -443,3 +443,23 @@ def test_git_checkout_into_the_job_workspace(server: jenkins.Jenkins, emu: Jenki
     assert run(server, emu, "src", {"BRANCH": "nope"})["result"] == "FAILURE"
     assert "Couldn't find any revision to build" in server.get_build_console_output("src", 2)
     assert (emu.workspace("src") / "built-marker").exists()
+
+
+def test_identical_queued_request_is_absorbed(server: jenkins.Jenkins, emu: JenkinsEmulator, tmp_path: Path) -> None:
+    """Queue.schedule2: while an item of the job with the same parameters waits, a new request joins it;
+    buildWithParameters then answers 303 to that item (no Location for python-jenkins to read after the
+    redirect, so it raises EmptyResponseException) -- different parameters queue a new item."""
+    gate = tmp_path / "gate"
+    server.create_job("q", job_xml(shell(f'while [ ! -e "{gate}" ]; do sleep 0.05; done'),
+                                   params=(string_param("N"),)))
+    queued_build_number(server, server.build_job("q", {"N": "1"}))
+    waiting = server.build_job("q", {"N": "2"})
+    r = requests.post(emu.url + "/job/q/buildWithParameters", params={"N": "2"}, auth=("admin", TOKEN),
+                      allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == f"{emu.url}/queue/item/{waiting}/"
+    with pytest.raises(jenkins.EmptyResponseException):
+        server.build_job("q", {"N": "2"})
+    assert server.build_job("q", {"N": "3"}) != waiting
+    gate.touch()
+    emu.wait_for_build("q", 3)
+    assert sorted(server.get_job_info("q")["builds"], key=lambda b: b["number"])[-1]["number"] == 3
