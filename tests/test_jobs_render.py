@@ -288,6 +288,18 @@ def test_no_secret_from_the_environment_reaches_any_xml(monkeypatch: pytest.Monk
         assert value.encode() not in everything
 
 
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"BGCI_JENKINS_USER": "bgci", "BGCI_JENKINS_TOKEN": "t1"}, ("bgci", "t1")),
+    ({"JENKINS_USER_ID": "ci", "JENKINS_API_TOKEN": "t2"}, ("ci", "t2")),  # what Jenkins' own CLI reads
+    ({"BGCI_JENKINS_USER": "bgci", "JENKINS_USER_ID": "ci", "BGCI_JENKINS_TOKEN": "t1", "JENKINS_API_TOKEN": "t2"},
+     ("bgci", "t1")),  # bgci's names win
+])
+def test_jenkins_user_and_token_come_from_the_environment(environ: dict[str, str], expected: tuple[str, str]) -> None:
+    credentials = load_settings(SAMPLE_TOML, environ=environ).jenkins_credentials
+    assert (credentials.username, credentials.password) == expected
+    assert expected[1] not in repr(credentials)
+
+
 def test_every_job_carries_this_apps_marker(rendered: dict[str, RenderedJob]) -> None:
     """What `push --delete-old` looks for: a description line naming the app exactly."""
     for job in rendered.values():

@@ -36,7 +36,7 @@ def jobs() -> None:
 @json_option
 @pass_app
 def render(app: AppContext, output: Path | None, show_xml: bool, as_json: bool) -> None:
-    """Render the jobs offline (no Jenkins needed) and list them, print them or write them.
+    """Render the jobs offline (no Jenkins needed): list, print or write them.
 
     Exactly what `bgci jobs push` would send; the same bytes on every run.
     """
@@ -66,10 +66,10 @@ def render(app: AppContext, output: Path | None, show_xml: bool, as_json: bool) 
 @json_option
 @pass_app
 def push(app: AppContext, url: str | None, dry_run: bool, delete_old: bool, as_json: bool) -> None:
-    """Create or update the jobs on Jenkins; jobs whose config.xml is already ours are left alone.
+    """Create or update the jobs on Jenkins, only those that differ.
 
-    Configurations are compared after normalising whitespace and plugin versions, so an
-    unchanged job is not rewritten. Folders are created as needed.
+    Configurations are compared after normalising whitespace and plugin versions, so a job
+    whose config.xml is already ours is not rewritten. Folders are created as needed.
     """
     from bgci.jenkins.client import JenkinsClient
     from bgci.jenkins.jobs import render_jobs
@@ -98,10 +98,10 @@ def trigger(app: AppContext, job: str, params: tuple[str, ...], wait: bool, foll
     """Start a build of JOB and print its number and URL.
 
     JOB is relative to [jenkins] folder (`web-app-test`), or a full name starting with /
-    (`/other/job`). Ctrl-C or SIGTERM while waiting stops waiting only: the build keeps running
-    in Jenkins (stop it there).
+    (`/other/job`). Ctrl-C or SIGTERM while waiting stops waiting only (exit 130): the build
+    keeps running in Jenkins (stop it there).
     """
-    from bgci.jenkins.client import BuildRef, JenkinsBuildFailed, JenkinsClient
+    from bgci.jenkins.client import BuildRef, JenkinsBuildFailed, JenkinsClient, WaitInterrupted
 
     parameters = parse_key_values(params, "--param")
     full_name = _full_name(app, job)
@@ -117,10 +117,10 @@ def trigger(app: AppContext, job: str, params: tuple[str, ...], wait: bool, foll
             result = client.trigger(full_name, parameters, wait=wait or follow, follow=follow,
                                     on_line=lambda line: click.echo(line), on_started=on_started, timeout=timeout)
     except KeyboardInterrupt:
+        # Not re-raised: click would turn it into Abort (exit 1) and say nothing about the build.
         where = f"{started[0].job} #{started[0].number} keeps running in Jenkins: {started[0].url}" if started \
             else f"{full_name} may still start in Jenkins (it was queued)"
-        click.echo(f"stopped waiting; {where}", err=True)
-        raise
+        raise WaitInterrupted(f"stopped waiting; {where}") from None
     text = f"{result.job} #{result.number}" + (f" {result.result}" if result.result else "") + f" {result.url}"
     emit(result, as_json, text)
     if result.result is None or result.result == "SUCCESS":

@@ -61,8 +61,10 @@ class JenkinsNotFound(JenkinsError):
     """A job, build or queue item does not exist."""
 
 
-class JenkinsPushFailed(JenkinsError):
-    """A push stopped part-way; says which jobs were already changed."""
+class WaitInterrupted(JenkinsError):
+    """Ctrl-C or SIGTERM while waiting for a build: bgci stopped waiting, the build goes on in Jenkins."""
+
+    exit_code = 130  # what a shell reports for a process ended by SIGINT
 
 
 class JenkinsBuildFailed(JenkinsError):
@@ -154,6 +156,9 @@ class JenkinsClient:
             raise ConfigError(f"Jenkins URL {display_url(url)!r} is not an http(s):// URL")
         if parts.username and not username:  # http://user:token@host/ works, but is never shown
             username, token = parts.username, parts.password or token
+        if username and not token:
+            raise ConfigError(f"a Jenkins user ({username}) but no API token",
+                              hint="set BGCI_JENKINS_TOKEN (or BGCI_JENKINS_TOKEN_FILE, or JENKINS_API_TOKEN)")
         self.url = display_url(url)
         self._secrets = [s for s in (token, parts.password) if s]
         self._timeout = timeout
@@ -240,8 +245,8 @@ class JenkinsClient:
         """Create or reconfigure only the jobs whose normalised config differs; optionally delete old ones.
 
         Jobs are pushed in name order, folders first. Reading happens before any change; when a
-        change fails, JenkinsPushFailed says what was already done (each job is its own request,
-        as with JJB: Jenkins has no transaction over several jobs).
+        change fails, the error's message ends with what was already done (each job is its own
+        request, as with JJB: Jenkins has no transaction over several jobs; a rerun continues).
         """
         report = on_change or (lambda action, name: None)
         jobs = sorted(jobs, key=lambda job: job.name)
@@ -282,9 +287,10 @@ class JenkinsClient:
                 if not dry_run:
                     self.call(f"delete {name}", self.server.delete_job, name)
                 done.append(f"deleted {name}")
-        except JenkinsError as exc:
-            raise JenkinsPushFailed(f"{exc.message}; already pushed: {', '.join(done) or 'nothing'}",
-                                    hint=exc.hint) from None
+        except JenkinsError as exc:  # same class (auth, unreachable, ...), saying what is done already
+            exc.message = f"{exc.message}; already pushed: {', '.join(done) or 'nothing'}"
+            exc.args = (exc.message,)
+            raise
         return PushResult(created, updated, unchanged, old, folders, dry_run)
 
     def _missing_folders(self, folders: set[str]) -> list[str]:
