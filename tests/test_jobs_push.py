@@ -403,3 +403,117 @@ def test_a_cancelled_queue_item_is_reported(emulator: JenkinsEmulator, build_job
     with pytest.raises(JenkinsBuildFailed, match="was cancelled before it started"):
         build_jobs.wait_for_start("slow", queue_id)
     build_jobs.server.stop_build("slow", 1)
+
+
+# -- the rendered jobs, run ----------------------------------------------------------------------------
+FAKE_BGCI = """#!/bin/sh
+# Stands in for bgci on the Jenkins agent: records each call, answers like the real commands.
+echo "$* registry-user=${BGCI_REGISTRY_USERNAME:-unset} registry-password=${BGCI_REGISTRY_PASSWORD:+set}" >> "$CALLS"
+case "$1 $2" in
+  "test --sha")
+    mkdir -p test-results
+    echo '<testsuite name="unit" tests="1"><testcase classname="t" name="ok"/></testsuite>' \\
+      > "test-results/unit-$3.xml"
+    exit "${FAKE_TEST_EXIT:-0}" ;;
+  "env create")
+    echo "healthy 2/2" >&2
+    echo '{"name": "env-from-json", "sha": "'"$4"'", "ready": true}' ;;
+  "promote "*)
+    echo "begin $2" >> "$CALLS.router"; sleep 0.5; echo "end $2" >> "$CALLS.router" ;;
+  "smoke --env")
+    echo '<testsuite name="smoke" tests="1"><testcase classname="smoke" name="health"/></testsuite>' \\
+      > test-results/smoke.xml ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_bgci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `bgci` first on the PATH the emulator's builds inherit; returns the file its calls go to."""
+    calls = tmp_path / "bgci-calls"
+    script = tmp_path / "agent-bin" / "bgci"
+    script.parent.mkdir()
+    script.write_text(FAKE_BGCI)
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CALLS", str(calls))
+    return calls
+
+
+@pytest.fixture
+def chain(tmp_path: Path, fake_bgci: Path) -> Iterator[tuple[JenkinsEmulator, JenkinsClient, str]]:
+    """The sample app's jobs pushed to a Jenkins with the registry credential, cloning a real repo."""
+    from tests.support import commit_all, git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "ci@bgci.test")
+    git(repo, "config", "user.name", "bgci tests")
+    (repo / "README").write_text("the app\n")
+    sha = commit_all(repo, "first")
+    with JenkinsEmulator(tmp_path / "jenkins", users={USER: TOKEN}, kill_grace=1.0,
+                         credentials={"bgci-registry": ("registry-bot", "registry-secret-93f1")}) as emu:
+        config = app_config(tmp_path, emu.url)
+        config.write_text(config.read_text().replace("https://git.example.org/example/web-app.git", str(repo)))
+        client = client_for(emu)
+        client.push(sample_jobs(load_settings(config, environ={})), app="web-app")
+        yield emu, client, sha
+
+
+def test_build_hands_the_sha_to_test_which_links_the_promote_form(
+        chain: tuple[JenkinsEmulator, JenkinsClient, str], fake_bgci: Path) -> None:
+    """The rendered jobs, run: git checkout of the branch sets GIT_COMMIT; Parameterized Trigger
+    starts <app>-test with SHA=${GIT_COMMIT} expanded; the test job checks out $SHA, runs bgci with
+    the registry credential bound (its password masked in the console), records JUnit, and the
+    Description Setter puts the environment named by bgci's JSON into the promote link."""
+    emu, client, sha = chain
+    built = client.trigger("web-app/web-app-build", wait=True)
+    assert built.result == "SUCCESS"
+    test = emu.wait_for_build("web-app/web-app-test", 1)
+    assert test.result == "SUCCESS", bytes(test.console).decode()
+    assert test.param_dict["SHA"] == sha
+    assert fake_bgci.read_text().splitlines() == [
+        "build auto registry-user=registry-bot registry-password=set",
+        f"test --sha {sha} registry-user=registry-bot registry-password=set",
+        f"env create --sha {sha} --json registry-user=registry-bot registry-password=set",
+        "smoke --env env-from-json registry-user=registry-bot registry-password=set",
+    ]
+    assert test.test_report is not None and test.test_report["passCount"] == 2
+    assert test.description == (
+        '<a href="http://env-from-json.preview.localhost:8080/">http://env-from-json.preview.localhost:8080/</a> '
+        f'<a href="{emu.url}/job/web-app/job/web-app-promote/parambuild/?ENV=env-from-json">Promote env-from-json</a>')
+    assert b"registry-secret-93f1" not in bytes(test.console)
+
+
+def test_failing_tests_make_the_test_job_unstable_without_an_environment(
+        chain: tuple[JenkinsEmulator, JenkinsClient, str], fake_bgci: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """unstableReturn 7: bgci's exit 7 marks the build UNSTABLE and ends the step, so no
+    environment is created; JUnit still records the report; `jobs trigger` exits 7."""
+    emu, client, sha = chain
+    monkeypatch.setenv("FAKE_TEST_EXIT", "7")
+    result = client.trigger("web-app/web-app-test", {"SHA": sha}, wait=True)
+    assert (result.result, result.exit_code) == ("UNSTABLE", 7)
+    assert [line.split(" registry-")[0] for line in fake_bgci.read_text().splitlines()] == [f"test --sha {sha}"]
+    record = emu.build_record("web-app/web-app-test", result.number)
+    assert record is not None and record.test_report is not None and record.description is None
+
+
+def test_promote_runs_one_at_a_time_with_the_env_parameter(
+        chain: tuple[JenkinsEmulator, JenkinsClient, str], fake_bgci: Path) -> None:
+    """concurrentBuild false: a second promote waits in the queue ("Build #1 is already in
+    progress") until the first is done, so two switches never overlap. The promote job binds no
+    registry credential, and refuses to run without ENV."""
+    emu, client, _ = chain
+    first = client.trigger("web-app/web-app-promote", {"ENV": "web-app-aaaaaaaaaaaa"})
+    second = client.trigger("web-app/web-app-promote", {"ENV": "web-app-bbbbbbbbbbbb"})
+    for build in (first, second):
+        assert emu.wait_for_build("web-app/web-app-promote", build.number).result == "SUCCESS"
+    assert Path(f"{fake_bgci}.router").read_text().splitlines() == [
+        "begin web-app-aaaaaaaaaaaa", "end web-app-aaaaaaaaaaaa",
+        "begin web-app-bbbbbbbbbbbb", "end web-app-bbbbbbbbbbbb",
+    ]
+    assert "promote web-app-aaaaaaaaaaaa registry-user=unset registry-password=" in fake_bgci.read_text()
+    empty = client.trigger("web-app/web-app-promote", {"ENV": ""}, wait=True)
+    assert empty.result == "FAILURE"
+    assert "ENV is required" in client.server.get_build_console_output("web-app/web-app-promote", empty.number)
