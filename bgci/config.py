@@ -133,9 +133,22 @@ class NginxSettings:
 
 @dataclass(frozen=True)
 class JenkinsSettings:
-    url: str = ""
-    jobs_dir: str = "jobs"
-    folder: str = ""
+    """The app's Jenkins jobs (`bgci jobs`); user and API token come from the environment only."""
+
+    url: str = _limits(default="", pattern=r"^(https?://\S+)?$", help="an http(s):// URL")
+    folder: str = _limits(default="", pattern=r"^([^/\s]+(/[^/\s]+)*)?$", help="a folder path like ci/web")
+    jobs_dir: str = "jobs"  # the app's own job templates and macros, relative to bgci.toml
+    git_url: str = ""
+    branch: str = _limits(default="main", pattern=r"^\S+$", help="a branch name")
+    git_credentials_id: str = ""
+    build_label: str = _limits(default="docker", pattern=r"\S", help="a label expression")
+    router_label: str = _limits(default="router", pattern=r"\S", help="a label expression")
+    registry_credentials_id: str = _limits(default="bgci-registry", pattern=r"^\S+$", help="a credentials id")
+    full_schedule: str = "H H(2-5) * * *"
+    poll_schedule: str = "H/5 * * * *"  # "" = only the git plugin's push notifications
+    jenkinsfile: str = "Jenkinsfile"
+    params: dict[str, str] = field(default_factory=dict)  # extra template parameters for the app's own jobs
+    timeout: float = _limits(default=30.0, min=1, max=600)
 
 
 @dataclass(frozen=True)
@@ -283,10 +296,12 @@ def _credentials(environ: typing.Mapping[str, str], prefix: str) -> Credentials:
 
 
 def _jenkins_credentials(environ: typing.Mapping[str, str]) -> Credentials:
-    return Credentials(
-        username=environ.get("JENKINS_USER", environ.get("BGCI_JENKINS_USERNAME", "")),
-        password=_secret(environ, "JENKINS_API_TOKEN") or _secret(environ, "BGCI_JENKINS_PASSWORD"),
-    )
+    """Jenkins user and API token: bgci's names first, then those Jenkins' own CLI reads."""
+    username = next((environ[n] for n in ("BGCI_JENKINS_USER", "BGCI_JENKINS_USERNAME", "JENKINS_USER_ID",
+                                          "JENKINS_USER") if environ.get(n)), "")
+    token = next((t for t in (_secret(environ, n) for n in ("BGCI_JENKINS_TOKEN", "BGCI_JENKINS_PASSWORD",
+                                                            "JENKINS_API_TOKEN")) if t), "")
+    return Credentials(username=username, password=token, token=token)
 
 
 # -- the validator: walks a dataclass's fields and collects problems ---------------------------------

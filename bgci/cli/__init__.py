@@ -30,6 +30,7 @@ COMMANDS = {
     "promote": "bgci.cli.router_cmds:promote",
     "rollback": "bgci.cli.router_cmds:rollback",
     "status": "bgci.cli.router_cmds:status",
+    "jobs": "bgci.cli.jobs_cmds:jobs",
 }
 
 
