@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     """
     with terminate_as_interrupt():
         try:
-            cli.main(args=argv, prog_name="bgci", standalone_mode=False)
+            code = cli.main(args=argv, prog_name="bgci", standalone_mode=False)
+            if isinstance(code, int) and code:  # ctx.exit(n): click returns n rather than exiting
+                sys.exit(code)
         except BgciError as exc:
             click.echo(f"Error: {describe_error(exc, sys.argv[1:] if argv is None else argv)}", err=True)
             sys.exit(exc.exit_code)
