@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from bgci.config import Settings, load_settings
-from tests.emulators.marathon import MarathonEmulator
+from tests.emulators.marathon import MarathonEmulator, reference_dir
 from tests.support import BASE_IMAGE, Registry, make_sample_repo, unique_app_name
 
 
@@ -118,8 +119,30 @@ def sample_build_b(sample_build: SampleBuild, tmp_path_factory: pytest.TempPathF
     return SampleBuild(clone, settings, source.sha, result)
 
 
+def require_marathon_reference() -> Path:
+    """Marathon's own schema and example answers (../shared/reference/marathon, or BGCI_MARATHON_REFERENCE).
+
+    Missing, the test asking skips with one reason; under CI=true that is a failure instead, since
+    CI lays shared/ beside the clone.
+    """
+    path = reference_dir()
+    if not (path / "AppDefinition.schema.json").is_file():
+        message = (f"Marathon reference data not found at {path}: put shared/ beside the repository "
+                   "or set BGCI_MARATHON_REFERENCE")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def marathon_reference() -> Path:
+    """The one fixture for the Marathon reference data (see require_marathon_reference)."""
+    return require_marathon_reference()
+
+
 @pytest.fixture(scope="module")
-def marathon(docker_client: docker.DockerClient) -> Iterator[MarathonEmulator]:
+def marathon(docker_client: docker.DockerClient, marathon_reference: Path) -> Iterator[MarathonEmulator]:
     """A Marathon emulator per test module, with quick health checks and SSE heartbeats."""
     emulator = MarathonEmulator(docker_client, health_interval=0.2, sse_heartbeat=0.5)
     emulator.start()

@@ -23,17 +23,15 @@ import jsonschema
 import pytest
 import requests
 
+from tests.conftest import require_marathon_reference
 from tests.emulators.marathon import DEFAULT_SCHEMA_PATH, LOCKED_MESSAGE, MarathonEmulator, iter_sse
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("marathon_reference")]
 
-REFERENCE = DEFAULT_SCHEMA_PATH.parent
-EXAMPLES = REFERENCE / "examples"
+EXAMPLES = DEFAULT_SCHEMA_PATH.parent / "examples"
 TESTAPP_IMAGE = "bgci-emu-testapp:latest"
 BASE_IMAGE = "bgci-base:bookworm"
 
-if not DEFAULT_SCHEMA_PATH.is_file():
-    pytest.skip(f"Marathon reference data not found at {REFERENCE} (see its README)", allow_module_level=True)
 
 # A tiny HTTP server in perl (bgci-base is debootstrap minbase: perl-base, no python).
 # GET /health -> 200 "ok" (503 once /tmp/unhealthy exists); GET / -> a few Marathon env vars.
@@ -227,7 +225,8 @@ def validator() -> jsonschema.Draft4Validator:
 
 
 def example(name: str) -> Any:
-    return json.loads((EXAMPLES / name).read_text())
+    """One of Marathon's own example answers (skips, or fails under CI, when the reference is missing)."""
+    return json.loads((require_marathon_reference() / "examples" / name).read_text())
 
 
 def deployment_ids(api: requests.Session, url: str) -> set[str]:

@@ -422,11 +422,12 @@ def test_reload_refused_by_the_master_restores(deployer: Deployer, router: Nginx
         busy = squatter.getsockname()[1]
         (router.layout.user_dir / "extra.conf").write_text(f"server {{ listen 127.0.0.1:{busy}; }}\n")
         before = config_files(router)
+        router.verifier.timeout = 120.0  # waiting it out would take 2 minutes
         started = time.monotonic()
         with pytest.raises(RouterError, match=r"did not load the new configuration: .*bind"):
             deployer.promote("green")
-        # Found from the error log at once, not after verify_timeout.
-        assert time.monotonic() - started < 1.5
+        # Found from the error log, not by waiting out verify_timeout (the bound is a generous guard).
+        assert time.monotonic() - started < 60
         assert_unchanged(router, before, settings)
 
 

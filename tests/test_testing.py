@@ -195,7 +195,7 @@ def test_hanging_suite_is_killed_at_the_timeout(docker_client: docker.DockerClie
     assert result.returncode == 7, result.stderr
     summary = json.loads(result.stdout)
     assert summary["timed_out"] is True and summary["exit_code"] is None
-    assert 3 <= summary["duration"] < 8
+    assert 3 <= summary["duration"] < 30  # killed at its timeout, not at the suite's own 60 s
     assert "Error: tests of " in result.stderr and "timed out after 3 s" in result.stderr
     assert "started" in result.stderr  # the suite's output was streamed while it ran
     failure = assert_jenkins_readable(tmp_path / "out" / f"unit-{prod.sha}.xml").find(".//failure")

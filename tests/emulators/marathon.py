@@ -64,9 +64,15 @@ LABEL_TASK = "io.bgci.emulator.task-id"
 LABEL_APP = "io.bgci.emulator.app-id"
 EMULATOR_NAME = "marathon"
 
-DEFAULT_SCHEMA_PATH = (
-    Path(__file__).resolve().parents[2].parent / "shared/reference/marathon/AppDefinition.schema.json"
-)
+
+
+def reference_dir() -> Path:
+    """Marathon's schema and example answers: BGCI_MARATHON_REFERENCE, default ../shared/reference/marathon."""
+    default = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "marathon"
+    return Path(os.environ.get("BGCI_MARATHON_REFERENCE") or default)
+
+
+DEFAULT_SCHEMA_PATH = reference_dir() / "AppDefinition.schema.json"
 
 TERMINAL_STATES = frozenset(
     {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR", "TASK_DROPPED", "TASK_GONE"}
