@@ -254,6 +254,33 @@ def test_promote_rollback_and_state(deployer: Deployer, scheduler: LoopbackSched
         "promote", "promote", "rollback", "rollback"]
 
 
+def test_every_proxied_request_is_logged_as_json_naming_its_environment(
+        deployer: Deployer, scheduler: LoopbackScheduler, router: NginxRouter) -> None:
+    # nginx writes one JSON line per request of bgci's servers (log_format escape=json, flushed
+    # within 1 s): the environment, sha and role that answered, the status and the timings.
+    scheduler.add("blue", SHA_BLUE)
+    scheduler.add("green", SHA_GREEN)
+    deployer.promote("blue")
+    deployer.register_preview(scheduler.get("green"))
+    # (promote's and the preview's own verification requests are logged too: these two are marked)
+    assert ask(router, router.site.server_name, "/?mark=1")[0] == 200
+    assert ask(router, "green.preview.localhost", "/?mark=1")[0] == 200
+    assert ask(router, "nope.preview.localhost", "/?mark=1")[0] == 404  # no environment: not logged
+    deadline = time.monotonic() + 10
+    lines: list[dict] = []
+    while len(lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = router.layout.requests_log
+        lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        lines = [line for line in lines if line["uri"] == "/?mark=1"]
+    by_role = {line["role"]: line for line in lines}
+    assert set(by_role) == {"live", "preview"} and len(lines) == 2
+    assert (by_role["live"]["env"], by_role["live"]["sha"], by_role["live"]["status"]) == ("blue", SHA_BLUE, 200)
+    assert (by_role["preview"]["env"], by_role["preview"]["host"]) == ("green", "green.preview.localhost")
+    assert by_role["live"]["app"] == router.site.app and by_role["live"]["upstream_addr"].startswith("127.0.0.1:")
+    assert isinstance(by_role["live"]["request_time"], float) and by_role["live"]["msec"] > 1e9
+
+
 def test_promote_uses_every_instance(deployer: Deployer, scheduler: LoopbackScheduler, router: NginxRouter) -> None:
     backends = scheduler.add("blue", SHA_BLUE, instances=3)
     deployer.promote("blue")

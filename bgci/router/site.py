@@ -37,6 +37,7 @@ SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@=,-]*$")  # no quotes, spaces, ; { } $
 # refusing it keeps the rule simple to state.
 DIRECTIVE_WORDS = {"include", "server", "upstream", "location", "return"}
 
+SHA = re.compile(r"^(?:[0-9a-f]{7,64})?$")
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("bgci", "templates"),
     undefined=jinja2.StrictUndefined,
@@ -57,6 +58,8 @@ class Site:
     server_name: str
     preview_domain: str
     env_header: str
+    # One JSON line per request bgci's servers proxy (see nginx-include.j2); "" logs none.
+    requests_log: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Site:
@@ -65,8 +68,14 @@ class Site:
         for key, value in (("server_name", n.server_name), ("preview_domain", n.preview_domain)):
             if not HOSTNAME.match(value) or len(value) > 253:
                 raise ConfigError(f"nginx.{key}: {value!r} is not a host name")
+        requests_log = _safe_path(Layout(settings.path(n.dir)).requests_log)
         return cls(app=settings.app, listen=n.listen, server_name=n.server_name.lower(),
-                   preview_domain=n.preview_domain.lower(), env_header=n.env_header)
+                   preview_domain=n.preview_domain.lower(), env_header=n.env_header, requests_log=str(requests_log))
+
+    @property
+    def log_format(self) -> str:
+        """The name of this app's request log format (unique per app in a shared nginx)."""
+        return "bgci_requests_" + re.sub(r"[^a-z0-9]", "_", self.app)
 
     def preview_host(self, env: str) -> str:
         return f"{env}.{self.preview_domain}"
@@ -114,6 +123,8 @@ def validate_env_name(name: str) -> str:
 def upstream_for(env: Environment) -> Upstream:
     """The environment's instances as an upstream; every address validated, at least one instance."""
     validate_env_name(env.name)
+    if not SHA.match(env.sha):  # it reaches the config (a comment, a variable): hex or nothing
+        raise UnsafeUpstream(f"environment {env.name}: sha {env.sha[:80]!r} is not a git sha")
     servers = tuple(validate_address(i.host, i.port) for i in env.instances)
     if not servers:
         raise RouterError(f"environment {env.name} has no instances")
@@ -197,6 +208,11 @@ class Layout:
     @property
     def access_log(self) -> Path:
         return self.root / "logs" / "access.log"
+
+    @property
+    def requests_log(self) -> Path:
+        """JSON lines, one per proxied request, naming the environment: what metrics and reports read."""
+        return self.root / "logs" / "requests.log"
 
     @property
     def tmp_dir(self) -> Path:
