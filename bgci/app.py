@@ -21,13 +21,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bgci.config import Settings
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import docker
     import requests
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from bgci.router import NginxRouter
     from bgci.schedulers.base import Environment, ProgressCallback, Scheduler
     from bgci.smoke import Target
+    from bgci.testing import TestReport
 
 Log = Callable[[str], None]
 
@@ -110,6 +110,18 @@ class Bgci:
 
         return resolve_image(self.docker, self.settings, reference, self.log)
 
+    def test(self, reference: str, *, results_dir: Path | None = None, timeout: float | None = None,
+             output: Log | None = None) -> TestReport:
+        """Run the suite in the exact image `reference` names; a pass is recorded for the test gate."""
+        from bgci import gate, testing
+
+        image = self.resolve_image(reference)
+        report = testing.run_tests(self.docker, self.settings, image, results_dir=self.results_dir(results_dir),
+                                   timeout=timeout, output=output or self.log, log=self.log)
+        if report.passed:
+            gate.record_pass(self.docker, self.settings, image, self.log)
+        return report
+
     # -- environments --------------------------------------------------------------------------------------
     def create_environment(self, *, sha: str | None = None, image: str | None = None, name: str | None = None,
                            instances: int | None = None, env: Mapping[str, str] | None = None,
@@ -150,8 +162,18 @@ class Bgci:
         return self.deployer.prune(keep)
 
     # -- the live name -------------------------------------------------------------------------------------
-    def promote(self, name: str, *, wait_lock: float = 0.0) -> SwitchResult:
-        return self.deployer.promote(name, wait_lock=wait_lock)
+    def promote(self, name: str, *, wait_lock: float = 0.0, skip_test_gate: bool = False) -> SwitchResult:
+        """Make `name` live. Its image must have passed `bgci test` (deploy.require_tested) unless
+        `skip_test_gate`, which the state history records."""
+        if skip_test_gate:
+            return self.deployer.promote(name, wait_lock=wait_lock, note="test gate skipped (--skip-test-gate)")
+        check = self._check_tested if self.settings.deploy.require_tested else None
+        return self.deployer.promote(name, wait_lock=wait_lock, check=check)
+
+    def _check_tested(self, environment: Environment) -> None:
+        from bgci.gate import check_tested
+
+        check_tested(self.docker, self.settings, environment)
 
     def rollback(self, *, wait_lock: float = 0.0) -> SwitchResult:
         return self.deployer.rollback(wait_lock=wait_lock)

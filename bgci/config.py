@@ -110,6 +110,8 @@ class DeploySettings:
     health_path: str = _limits(default="/health", pattern=r"^/", help="a path starting with /")
     ready_timeout: float = _limits(default=60.0, min=1, max=3600)
     bind_address: str = "127.0.0.1"
+    # Promote only images whose digest passed `bgci test` (recorded as <app>:tested-<sha>).
+    require_tested: bool = True
     marathon: MarathonSettings = field(default_factory=MarathonSettings)
 
 

@@ -92,10 +92,18 @@ class Deployer:
         self.clock = clock
 
     # -- switching ---------------------------------------------------------------------------------------
-    def promote(self, name: str, wait_lock: float = 0.0) -> SwitchResult:
-        """Make `name` live: healthy now, rendered, tested, renamed, reloaded, verified; else nothing changes."""
+    def promote(self, name: str, wait_lock: float = 0.0, *, check: Callable[[Environment], None] | None = None,
+                note: str = "") -> SwitchResult:
+        """Make `name` live: healthy now, rendered, tested, renamed, reloaded, verified; else nothing changes.
+
+        `check(env)` runs under the lock before anything changes (the test gate) and may refuse by
+        raising; `note` goes into the state history with the switch.
+        """
         with self.lock.hold(self.actor, f"promote {name}", wait_lock):
-            return self._switch(self.scheduler.get(name), "promote")
+            env = self.scheduler.get(name)
+            if check is not None:
+                check(env)
+            return self._switch(env, "promote", note)
 
     def rollback(self, wait_lock: float = 0.0) -> SwitchResult:
         """Make the previous environment live again, if it still runs and is healthy."""
@@ -110,12 +118,12 @@ class Deployer:
                                   hint="promote another environment instead") from None
             return self._switch(env, "rollback")
 
-    def _switch(self, env: Environment, action: str) -> SwitchResult:
+    def _switch(self, env: Environment, action: str, note: str = "") -> SwitchResult:
         started = self.clock()
         upstream = self.check_healthy(env)
         state = self.state()
         switch = Switch(env=env.name, sha=env.sha, action=action, at=utc_now(), by=self.actor.who,
-                        build_url=self.actor.build_url)
+                        build_url=self.actor.build_url, note=note)
         new_state = state.after(switch)
         # Written only once nginx proved the switch; if writing fails, the router undoes the switch.
         self.router.switch_live(upstream, then=lambda: save_state(self.state_file, new_state))

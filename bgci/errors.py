@@ -106,6 +106,12 @@ class TestsFailed(BgciError):
             self.exit_code = suite_exit_code
 
 
+class UntestedImage(BgciError):
+    """Promote refused: the environment's image digest has no passing `bgci test` (the test gate)."""
+
+    exit_code = 7
+
+
 # -- schedulers and environments ---------------------------------------------------------------------
 class SchedulerError(BgciError):
     """A scheduler (local Docker or Marathon) could not do what was asked."""

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,13 @@ class Switch:
     at: str  # ISO 8601, UTC
     by: str
     build_url: str = ""
+    note: str = ""  # e.g. that the test gate was skipped, and by whom
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Switch:
+        """Read one record; keys a newer bgci wrote are ignored, so old and new versions share a file."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,10 @@ class RouterState:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterState:
         def switch(value: Any) -> Switch | None:
-            return Switch(**value) if value else None
+            return Switch.from_dict(value) if value else None
 
         return cls(live=switch(data.get("live")), previous=switch(data.get("previous")),
-                   history=tuple(Switch(**s) for s in data.get("history", [])))
+                   history=tuple(Switch.from_dict(s) for s in data.get("history", [])))
 
 
 def _dict(switch: Switch | None) -> dict[str, Any] | None:

@@ -162,3 +162,20 @@ def empty_marathon(marathon: MarathonEmulator, timeout: float = 30) -> list[str]
         assert time.monotonic() < deadline, "emulator cleanup did not finish"
         time.sleep(0.1)
     return apps
+
+
+@pytest.fixture(scope="session")
+def tested_builds(docker_client: docker.DockerClient, sample_build: SampleBuild,
+                  sample_build_b: SampleBuild) -> tuple[SampleBuild, SampleBuild]:
+    """Both sample builds with their `bgci test` pass recorded, so the test gate lets them be promoted.
+
+    Recorded as `bgci test` does after a pass (bgci.gate.record_pass); running the suite itself is
+    tests/test_testing.py's business.
+    """
+    from bgci import gate
+    from bgci.images import resolve_image
+
+    for build in (sample_build, sample_build_b):
+        image = resolve_image(docker_client, build.settings, build.result.reference, lambda _: None)
+        gate.record_pass(docker_client, build.settings, image, lambda _: None)
+    return sample_build, sample_build_b

@@ -69,7 +69,8 @@ class Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path, docker_client: docker.DockerClient, sample_build: SampleBuild) -> Iterator[Project]:
+def project(tmp_path: Path, docker_client: docker.DockerClient, sample_build: SampleBuild,
+            tested_builds: tuple[SampleBuild, SampleBuild]) -> Iterator[Project]:
     project = Project(tmp_path, sample_build)
     project.router.start()
     yield project

@@ -88,7 +88,7 @@ def stop_blue_green(router: NginxRouter, scheduler: LocalScheduler, names: list[
 
 @pytest.fixture(scope="module")
 def bg(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, sample_build: SampleBuild,
-       sample_build_b: SampleBuild) -> Iterator[BlueGreen]:
+       sample_build_b: SampleBuild, tested_builds: tuple[SampleBuild, SampleBuild]) -> Iterator[BlueGreen]:
     setup = start_blue_green(tmp_path_factory.mktemp("promote"), docker_client, sample_build, sample_build_b)
     yield setup
     stop_blue_green(setup.router, setup.service.scheduler, [e.name for e in setup.service.list()])

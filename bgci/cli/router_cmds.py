@@ -45,16 +45,21 @@ def router_status(app: AppContext, as_json: bool) -> None:
 @click.command()
 @click.argument("env")
 @wait_lock_option
+@click.option("--skip-test-gate", is_flag=True,
+              help="Promote even if ENV's image digest has no passing `bgci test` (recorded in the history).")
 @scheduler_option
 @json_option
 @pass_app
-def promote(app: AppContext, env: str, wait_lock: float, scheduler: str | None, as_json: bool) -> None:
+def promote(app: AppContext, env: str, wait_lock: float, skip_test_gate: bool, scheduler: str | None,
+            as_json: bool) -> None:
     """Make ENV live: every instance healthy now, nginx tested, switched, reloaded and verified.
 
+    ENV's image digest must have passed `bgci test` ([deploy] require_tested, on by default).
     On any failure the previous configuration is restored and the command exits non-zero.
     """
     app.log(f"promoting {env}")
-    result = app.bgci(scheduler).promote(env, wait_lock=wait_lock)  # a Jenkins abort undoes a switch under way
+    # A Jenkins abort undoes a switch under way.
+    result = app.bgci(scheduler).promote(env, wait_lock=wait_lock, skip_test_gate=skip_test_gate)
     emit(result, as_json, _describe_switch(result))
 
 

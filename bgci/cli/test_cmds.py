@@ -28,18 +28,16 @@ def test(app: AppContext, sha: str | None, reference: str | None, junit_dir: Pat
 
     With [test] extra_packages the suite runs in a test image: the production image plus those packages.
     Exits with the suite's exit code (7 if bgci had to write the report itself: no or broken XML, timeout).
+    A pass is recorded against the image digest (<app>:tested-<sha>, pushed when there is a registry),
+    which `bgci promote` checks.
     """
-    from bgci import testing
-
     if sha and reference:
         raise click.UsageError("--sha and --image exclude each other")
     settings = app.settings
     if not reference:
         reference = images.reference_for_sha(settings, sha or _head_sha(app))
-    bgci = app.bgci()
-    image = bgci.resolve_image(reference)  # an aborted Jenkins build (SIGTERM) still removes the test container
-    report = testing.run_tests(bgci.docker, settings, image, results_dir=bgci.results_dir(junit_dir),
-                               timeout=timeout, output=app.log, log=app.log)
+    # An aborted Jenkins build (SIGTERM) still removes the test container.
+    report = app.bgci().test(reference, results_dir=junit_dir, timeout=timeout)
     emit(report, as_json, report.describe())
     report.raise_for_status()
 

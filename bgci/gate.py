@@ -1,0 +1,92 @@
+"""The test gate: promote only an image whose own digest passed `bgci test`.
+
+A pass is recorded where any machine can see it: a second tag, `<app>:tested-<sha>`, on the very
+image that was tested, pushed to the registry when there is one (the registry then names one
+manifest by both tags), else kept on the local engine. The check asks for the digest that tag
+names now (the registry through the engine, which knows its TLS and credentials, or the local
+engine) and compares it with the environment's digest: a rebuilt image of the same sha, or an
+environment of an image nobody tested, does not pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bgci.dockerhost import engine_errors
+from bgci.errors import ImageNotFound, RegistryError, UntestedImage
+from bgci.registry import push_image
+
+if TYPE_CHECKING:
+    import docker
+
+    from bgci.config import Settings
+    from bgci.images import ImageRef
+    from bgci.schedulers.base import Environment
+
+Log = Callable[[str], None]
+TAG_PREFIX = "tested-"
+
+
+def tested_tag(sha: str) -> str:
+    return f"{TAG_PREFIX}{sha}"
+
+
+@engine_errors("record the test pass", RegistryError)
+def record_pass(client: docker.DockerClient, settings: Settings, image: ImageRef, log: Log) -> str:
+    """Tag the tested image `<repo>:tested-<sha>` (pushed when it came from the registry); the reference."""
+    if not image.sha:
+        raise UntestedImage(f"image {image.reference} has no revision label: its pass cannot be recorded by sha")
+    repository, tag = settings.image_repository, tested_tag(image.sha)
+    client.images.get(image.id).tag(repository, tag)
+    if settings.registry.url and image.repo_digest:
+        push_image(client, repository, tag, credentials=settings.registry_credentials,
+                   retry_seconds=settings.registry.retry_seconds, log=log)
+    log(f"recorded the pass: {repository}:{tag} ({image.digest})")
+    return f"{repository}:{tag}"
+
+
+def tested_digest(client: docker.DockerClient, settings: Settings, sha: str) -> str:
+    """The digest `<repo>:tested-<sha>` names now, or '' when there is no such pass."""
+    reference = f"{settings.image_repository}:{tested_tag(sha)}"
+    with engine_errors(f"look up {reference}", RegistryError):
+        from docker.errors import APIError, NotFound
+
+        if not settings.registry.url:
+            try:
+                return str(client.images.get(reference).id)
+            except NotFound:
+                return ""
+        try:
+            answer = client.api.inspect_distribution(reference, auth_config=_auth(settings))
+        except APIError as exc:
+            if exc.status_code == 404:  # "manifest unknown": the registry has no such tag
+                return ""
+            raise
+        return str((answer.get("Descriptor") or {}).get("digest", ""))
+
+
+def check_tested(client: docker.DockerClient, settings: Settings, env: Environment) -> None:
+    """Raise UntestedImage unless env's image digest has a recorded pass of `bgci test`."""
+    if not env.sha:
+        raise UntestedImage(f"environment {env.name} names no sha, so no test pass can vouch for it",
+                            hint="promote with --skip-test-gate to override")
+    try:
+        digest = tested_digest(client, settings, env.sha)
+    except ImageNotFound:
+        digest = ""
+    if digest and digest == env.digest:
+        return
+    found = f"the last pass of {env.sha[:12]} was for {digest[:19]}, a different image" if digest \
+        else f"no `bgci test` passed for {env.sha[:12]}"
+    raise UntestedImage(f"environment {env.name} runs {env.digest[:19]}: {found}",
+                        hint=f"run `bgci test --sha {env.sha}`, or promote with --skip-test-gate "
+                             "(recorded in the state history)")
+
+
+def _auth(settings: Settings) -> dict[str, str] | None:
+    credentials = settings.registry_credentials
+    if not credentials.username:
+        return None
+    return {"username": credentials.username, "password": credentials.password or credentials.token}
+
