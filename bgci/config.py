@@ -149,6 +149,9 @@ class JenkinsSettings:
     full_schedule: str = "H H(2-5) * * *"
     poll_schedule: str = "H/5 * * * *"  # "" = only the git plugin's push notifications
     jenkinsfile: str = "Jenkinsfile"
+    # The router agent's one directory for nginx files and the state file: jobs that touch the router
+    # export it as BGCI_ROUTER_DIR, so every job, whatever its workspace, acts on the same state.
+    router_dir: str = _limits(default="", pattern=r"^(/[A-Za-z0-9._/-]*)?$", help="an absolute path")
     params: dict[str, str] = field(default_factory=dict)  # extra template parameters for the app's own jobs
     timeout: float = _limits(default=30.0, min=1, max=600)
 
@@ -268,6 +271,13 @@ def _apply_environment(raw: dict[str, Any], environ: typing.Mapping[str, str]) -
     for variable, (section, key) in OVERRIDES.items():
         if environ.get(variable):
             raw[section] = {**raw.get(section, {}), key: environ[variable]}
+    if environ.get("BGCI_ROUTER_DIR"):
+        # One router state for every job on the router agent, whatever its workspace (README: Jenkins).
+        router = environ["BGCI_ROUTER_DIR"].rstrip("/")
+        if not router.startswith("/"):
+            raise ConfigError(f"BGCI_ROUTER_DIR {router!r}: must be an absolute path",
+                              hint="e.g. /var/lib/bgci/<app>, the same on every job of the router agent")
+        raw["nginx"] = {**raw.get("nginx", {}), "dir": f"{router}/nginx", "state_file": f"{router}/state.json"}
     if environ.get("BGCI_MARATHON_URLS"):
         deploy = dict(raw.get("deploy", {}))
         urls = [u.strip() for u in environ["BGCI_MARATHON_URLS"].split(",") if u.strip()]

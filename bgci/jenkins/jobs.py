@@ -97,6 +97,7 @@ def project_parameters(settings: Settings) -> dict[str, str]:
         "preview-domain": settings.nginx.preview_domain,
         "preview-port": preview_port,
         "promote-path": promote_path,
+        "router-dir": jenkins.router_dir,
     }
     problems = []
     if not jenkins.git_url:
