@@ -139,9 +139,15 @@ class Bgci:
 
     def _register_preview(self, environment: Environment) -> None:
         applied = self.deployer.register_preview(environment)
-        host = self.router.site.preview_host(environment.name)
-        self.log(f"preview: http://{host}" + ("" if applied.reloaded else
-                                              " (nginx not running: served once `bgci router start` runs)"))
+        self.log(f"preview: {self.preview_url(environment.name)}" + (
+            "" if applied.reloaded else " (nginx not running: served once `bgci router start` runs)"))
+
+    def preview_url(self, name: str) -> str:
+        """Where environment `name`'s preview answers: `http://<name>.<preview_domain>[:port]/`."""
+        from bgci.netaddr import listen_address
+
+        _, port = listen_address(self.settings.nginx.listen)
+        return f"http://{self.router.site.preview_host(name)}{'' if port == 80 else f':{port}'}/"
 
     def list_environments(self) -> list[Environment]:
         return self.scheduler.list()

@@ -281,6 +281,16 @@ def test_every_proxied_request_is_logged_as_json_naming_its_environment(
     assert isinstance(by_role["live"]["request_time"], float) and by_role["live"]["msec"] > 1e9
 
 
+def test_the_longest_environment_name_gets_its_preview(deployer: Deployer, scheduler: LoopbackScheduler,
+                                                         router: NginxRouter) -> None:
+    # An environment name may be a whole DNS label (63 characters): nginx must accept its preview
+    # server name, which a default server_names_hash_bucket_size of 64 cannot hold.
+    name = "e" * 63
+    scheduler.add(name, SHA_GREEN)
+    deployer.register_preview(scheduler.get(name))
+    assert ask(router, f"{name}.preview.localhost") == (200, name, SHA_GREEN)
+
+
 def test_promote_uses_every_instance(deployer: Deployer, scheduler: LoopbackScheduler, router: NginxRouter) -> None:
     backends = scheduler.add("blue", SHA_BLUE, instances=3)
     deployer.promote("blue")

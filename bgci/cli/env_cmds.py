@@ -75,10 +75,11 @@ def create(app: AppContext, sha: str | None, image: str | None, name: str | None
         raise click.UsageError("pass --sha SHA or --image REF")
     variables = parse_key_values(env_vars, "--env")
     _check(name=name, instances=instances, timeout=timeout)
-    result = app.bgci(scheduler, force).create_environment(
-        sha=sha, image=image, name=name, instances=instances, env=variables, timeout=timeout,
-        keep_failed=keep_failed, preview=preview, progress=_progress(app))
-    emit(_as_dict(result), as_json, _describe(result))
+    bgci = app.bgci(scheduler, force)
+    result = bgci.create_environment(sha=sha, image=image, name=name, instances=instances, env=variables,
+                                     timeout=timeout, keep_failed=keep_failed, preview=preview, progress=_progress(app))
+    data = {**_as_dict(result), "preview_url": bgci.preview_url(result.name) if preview else ""}
+    emit(data, as_json, _describe(result))
 
 
 @env.command(name="list")
