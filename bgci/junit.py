@@ -19,10 +19,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import junit_xml
+from typing import TYPE_CHECKING
 
 from bgci.files import write_atomic
+
+if TYPE_CHECKING:
+    import junit_xml  # imported where a report is made: a passing `bgci test` never needs it
 
 COUNT_ATTRIBUTES = ("tests", "failures", "errors", "skipped")
 
@@ -53,6 +55,8 @@ def report_path(directory: Path, kind: str, name: str) -> Path:
 def case(name: str, classname: str, seconds: float, *, failure: str = "", output: str = "",
          failure_type: str = "failure") -> junit_xml.TestCase:
     """One test case; a non-empty `failure` message makes it fail, `output` goes to system-out or the failure."""
+    import junit_xml
+
     test_case = junit_xml.TestCase(name, classname=classname, elapsed_sec=seconds)
     if failure:
         test_case.add_failure_info(message=failure, output=output or None, failure_type=failure_type)
@@ -61,8 +65,16 @@ def case(name: str, classname: str, seconds: float, *, failure: str = "", output
     return test_case
 
 
+def suite(name: str, cases: Sequence[junit_xml.TestCase]) -> junit_xml.TestSuite:
+    import junit_xml
+
+    return junit_xml.TestSuite(name, list(cases))
+
+
 def render(suites: Sequence[junit_xml.TestSuite], name: str, properties: Mapping[str, str]) -> bytes:
     """A document written by junit-xml, normalised like every other file bgci writes."""
+    import junit_xml
+
     text = junit_xml.to_xml_report_string(list(suites), prettyprint=False)
     return normalize(text.encode("utf-8"), name, properties)
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
-import tenacity
 from docker.errors import APIError, NotFound
 
 from bgci.config import Credentials
 from bgci.errors import BgciError, ImageNotFound, RegistryAuthError, RegistryError
+
+if TYPE_CHECKING:
+    import tenacity
 
 Log = Callable[[str], None]
 
@@ -119,6 +121,8 @@ def _classify(what: str, message: str) -> BgciError:
 
 
 def _with_retries(attempt: Callable[[], Any], what: str, retry_seconds: float, log: Log) -> Any:
+    import tenacity  # here: most commands never push or pull
+
     def before_sleep(state: tenacity.RetryCallState) -> None:
         wait = state.next_action.sleep if state.next_action else 0
         log(f"{what}: {state.outcome.exception()}; retrying in {wait:.1f}s (attempt {state.attempt_number})")

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import junit_xml
 import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.errors import ImageNotFound as DockerImageNotFound
@@ -341,7 +340,7 @@ def _failure_document(run: SuiteRun, failure_type: str, problem: str, name: str,
     kind = properties.get("bgci.kind", "test")
     failed = junit.case("test run", f"bgci.{kind}", run.duration, failure=problem, output=output,
                         failure_type=failure_type)
-    return junit.render([junit_xml.TestSuite(f"bgci.{kind}", [failed])], name, properties)
+    return junit.render([junit.suite(f"bgci.{kind}", [failed])], name, properties)
 
 
 def _with_exit_status(data: bytes, run: SuiteRun, name: str, properties: dict[str, str]) -> bytes:
@@ -350,7 +349,7 @@ def _with_exit_status(data: bytes, run: SuiteRun, name: str, properties: dict[st
     failed = junit.case("exit status", f"bgci.{kind}", 0.0,
                         failure=f"the suite exited with status {run.exit_code} but its report has no failure",
                         output="\n".join(run.output_tail), failure_type="exit-status")
-    extra = junit.render([junit_xml.TestSuite(f"bgci.{kind}", [failed])], name, properties)
+    extra = junit.render([junit.suite(f"bgci.{kind}", [failed])], name, properties)
     return junit.merge([data, extra], name)
 
 
