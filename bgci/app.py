@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from bgci.deployer import Deployer, Status, SwitchResult
     from bgci.environments import EnvironmentService
     from bgci.images import ImageRef
+    from bgci.reports import SwitchReport, Verdict
     from bgci.router import NginxRouter
     from bgci.schedulers.base import Environment, ProgressCallback, Scheduler
     from bgci.smoke import Target
@@ -186,6 +187,23 @@ class Bgci:
 
     def status(self) -> Status:
         return self.deployer.status()
+
+    def switch_report(self, result: SwitchResult, path: Path, *, before: float = 10.0, after: float = 10.0,
+                      verdict: Verdict | None = None, sleep: Callable[[float], None] | None = None) -> SwitchReport:
+        """Write the HTML picture of a switch to `path`: the traffic nginx logged from `before` s before it
+        started to `after` s after it was verified. Sleeps until then (saying so), so call it right after
+        promote/rollback; `verdict` is the analysis to show ("no analysis run" without one)."""
+        import time
+
+        from bgci.reports import switch
+
+        window = switch.window_for(result, before, after)
+        switch.wait_for_traffic(window, log=self.log, sleep=sleep or time.sleep)
+        report = switch.collect(self.router.layout.requests_log, app=self.settings.app,
+                                server_name=self.router.site.server_name, result=result, window=window,
+                                verdict=verdict)
+        switch.write(path, report)
+        return report
 
     # -- smoke ---------------------------------------------------------------------------------------------
     def smoke_targets(self, name: str, preview: bool | None = None) -> tuple[Environment, list[Target]]:

@@ -38,6 +38,9 @@ class SwitchResult:
     previous: str | None
     servers: tuple[str, ...]
     seconds: float
+    # Wall clock (epoch seconds, like nginx's $msec): the switch began (lock held) and was verified.
+    started_at: float = 0.0
+    verified_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class Deployer:
             return self._switch(env, "rollback")
 
     def _switch(self, env: Environment, action: str, note: str = "") -> SwitchResult:
-        started = self.clock()
+        started, started_at = self.clock(), time.time()
         upstream = self.check_healthy(env)
         state = self.state()
         switch = Switch(env=env.name, sha=env.sha, action=action, at=utc_now(), by=self.actor.who,
@@ -129,7 +132,8 @@ class Deployer:
         self.router.switch_live(upstream, then=lambda: save_state(self.state_file, new_state))
         return SwitchResult(action=action, live=env.name, sha=env.sha,
                             previous=new_state.previous.env if new_state.previous else None,
-                            servers=upstream.servers, seconds=self.clock() - started)
+                            servers=upstream.servers, seconds=self.clock() - started,
+                            started_at=started_at, verified_at=time.time())
 
     def check_healthy(self, env: Environment) -> Upstream:
         """The environment's upstream if every instance is healthy now (probed here); else EnvironmentUnhealthy.

@@ -7,7 +7,8 @@ set -euo pipefail
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BASE_IMAGE=${BGCI_BASE_IMAGE:-bgci-base:bookworm}
 DEBIAN_MIRROR=${BGCI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PACKAGES=(docker.io docker-registry nginx debootstrap groovy apache2-utils git)
+# chromium: the tests open the switch report in it (headless; tests/test_switch_report.py)
+PACKAGES=(docker.io docker-registry nginx debootstrap groovy apache2-utils git chromium)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

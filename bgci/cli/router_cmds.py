@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import click
 
 from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_option
@@ -10,6 +14,21 @@ from bgci.router import NginxStatus
 
 wait_lock_option = click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
                                 show_default=True, help="Wait this long for another promote/rollback to finish.")
+
+
+def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--report FILE.html, --report-before, --report-after: the picture of the switch (bgci/reports)."""
+    for option in reversed((
+        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE.html",
+                     help="Then write a self-contained HTML report of the traffic across the switch to FILE "
+                          "(waits --report-after seconds after the switch to collect it)."),
+        click.option("--report-before", type=click.FloatRange(min=0), default=10.0, metavar="SECONDS",
+                     show_default=True, help="The report starts this long before the switch started."),
+        click.option("--report-after", type=click.FloatRange(min=0), default=10.0, metavar="SECONDS",
+                     show_default=True, help="The report ends this long after the switch was verified."),
+    )):
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -49,9 +68,10 @@ def router_status(app: AppContext, as_json: bool) -> None:
               help="Promote even if ENV's image digest has no passing `bgci test` (recorded in the history).")
 @scheduler_option
 @json_option
+@report_options
 @pass_app
 def promote(app: AppContext, env: str, wait_lock: float, skip_test_gate: bool, scheduler: str | None,
-            as_json: bool) -> None:
+            as_json: bool, report: Path | None, report_before: float, report_after: float) -> None:
     """Make ENV live: every instance healthy now, nginx tested, switched, reloaded and verified.
 
     ENV's image digest must have passed `bgci test` ([deploy] require_tested, on by default).
@@ -61,17 +81,27 @@ def promote(app: AppContext, env: str, wait_lock: float, skip_test_gate: bool, s
     # A Jenkins abort undoes a switch under way.
     result = app.bgci(scheduler).promote(env, wait_lock=wait_lock, skip_test_gate=skip_test_gate)
     emit(result, as_json, _describe_switch(result))
+    _write_report(app, result, report, report_before, report_after)
 
 
 @click.command()
 @wait_lock_option
 @scheduler_option
 @json_option
+@report_options
 @pass_app
-def rollback(app: AppContext, wait_lock: float, scheduler: str | None, as_json: bool) -> None:
+def rollback(app: AppContext, wait_lock: float, scheduler: str | None, as_json: bool,
+             report: Path | None, report_before: float, report_after: float) -> None:
     """Make the previous environment live again (it must still run and be healthy)."""
     result = app.bgci(scheduler).rollback(wait_lock=wait_lock)
     emit(result, as_json, _describe_switch(result))
+    _write_report(app, result, report, report_before, report_after)
+
+
+def _write_report(app: AppContext, result: SwitchResult, path: Path | None, before: float, after: float) -> None:
+    if path is not None:
+        summary = app.bgci().switch_report(result, path, before=before, after=after)
+        app.log(f"switch report: {path}: {summary.describe()}")
 
 
 @click.command()
