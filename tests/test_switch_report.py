@@ -164,7 +164,7 @@ def switch_with_report(bg: BlueGreen, report: Path, *args: str, before: float, a
 
 @pytest.fixture(scope="module")
 def bg(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, sample_build: SampleBuild,
-       sample_build_b: SampleBuild) -> Iterator[BlueGreen]:
+       sample_build_b: SampleBuild, tested_builds: tuple[SampleBuild, SampleBuild]) -> Iterator[BlueGreen]:
     setup = start_blue_green(tmp_path_factory.mktemp("switch-report"), docker_client, sample_build, sample_build_b)
     yield setup
     stop_blue_green(setup.router, setup.service.scheduler, [setup.blue, setup.green])
