@@ -39,11 +39,13 @@ def one_commit(flow: JenkinsFlow, run: int) -> dict[str, float]:
     started = time.monotonic()
     sha = flow.commit_code_change(f"benchmark commit {run}")
     built = flow.run("build")
-    tested = flow.wait_for_build("test", built["number"] + 1)  # test #1 came from the first push
+    tested = flow.wait_for_build("test", built["number"])  # each build starts one test build
     assert tested["result"] == "SUCCESS", flow.console("test", tested["number"])
     promoted = flow.run("promote", {"ENV": flow.environment_of(tested)})
     assert promoted["result"] == "SUCCESS", flow.console("promote", promoted["number"])
+    deadline = time.monotonic() + 60
     while flow.live()[2] != sha:
+        assert time.monotonic() < deadline, "the new sha never answered on the live name"
         time.sleep(0.01)
     total = time.monotonic() - started
     stages = {"build": built["duration"] / 1000, "test": tested["duration"] / 1000,
