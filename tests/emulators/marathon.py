@@ -52,9 +52,11 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.emulators.http import AbortableServer
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +325,7 @@ class MarathonEmulator:
         self._next_service_port = 10000
         self._last_version = ""
         self._known_containers: set[str] = set()
-        self._server: _Server | None = None
+        self._server: AbortableServer | None = None
         self._server_thread: threading.Thread | None = None
         self._reconciler: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -353,7 +355,7 @@ class MarathonEmulator:
         self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix=f"marathon-emu-{self.instance_id}")
         handler = type("MarathonHandler", (_Handler,), {"emulator": self})
-        self._server = _Server((self.host, self.port), handler)
+        self._server = AbortableServer((self.host, self.port), handler)
         self.port = self._server.server_address[1]
         self.url = f"http://{self.host}:{self.port}"
         self._server_thread = threading.Thread(
@@ -1626,37 +1628,6 @@ class MarathonEmulator:
 
 
 # ---------------------------------------------------------------------- HTTP plumbing
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.open_connections: set[socket.socket] = set()
-        self._conn_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = super().get_request()
-        with self._conn_lock:
-            self.open_connections.add(conn)
-        return conn, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conn_lock:
-            self.open_connections.discard(request)
-        super().shutdown_request(request)
-
-    def abort_connections(self) -> None:
-        """Cut every open (keep-alive) connection, so a stopped emulator answers nothing more."""
-        with self._conn_lock:
-            conns = list(self.open_connections)
-            self.open_connections.clear()
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
 class _Handler(BaseHTTPRequestHandler):
     emulator: MarathonEmulator
     protocol_version = "HTTP/1.1"

@@ -22,8 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.emulators.http import AbortableServer
+
 from .model import Build, Item, JenkinsState, QueueItem
-from .routes import RequestHandler, Routes, Server
+from .routes import RequestHandler, Routes
 from .runner import BuildRunner
 
 __all__ = ["DECISIONS", "JenkinsEmulator"]
@@ -57,7 +59,7 @@ class JenkinsEmulator:
         self.state = JenkinsState(executors, quiet_period)  # type: ignore[arg-type]
         self.runner = BuildRunner(self)
         self.routes = Routes(self)
-        self._server: Server | None = None
+        self._server: AbortableServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 
@@ -66,7 +68,7 @@ class JenkinsEmulator:
         self.root.mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
         handler = type("JenkinsHandler", (RequestHandler,), {"routes": self.routes})
-        self._server = Server((self.host, 0), handler)
+        self._server = AbortableServer((self.host, 0), handler)
         self.url = f"http://{self.host}:{self._server.server_address[1]}"
         self._threads = [
             threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},

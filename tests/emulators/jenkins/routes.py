@@ -10,17 +10,15 @@ object (the root or a folder, a job, a build) and a method to one handler.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import re
 import secrets
-import socket
 import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from .model import FOLDER, FREESTYLE, Build, Failure, Item, NotFound, QueueItem, ServerError
@@ -620,36 +618,6 @@ def _seconds(delay: str | None) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------- server
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.open_connections: set[socket.socket] = set()
-        self._conn_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = super().get_request()
-        with self._conn_lock:
-            self.open_connections.add(conn)
-        return conn, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conn_lock:
-            self.open_connections.discard(request)
-        super().shutdown_request(request)
-
-    def abort_connections(self) -> None:
-        with self._conn_lock:
-            conns = list(self.open_connections)
-            self.open_connections.clear()
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
 class RequestHandler(BaseHTTPRequestHandler):
     routes: Routes
     protocol_version = "HTTP/1.1"
