@@ -255,3 +255,34 @@ def test_a_fresh_agent_tests_runs_and_promotes_an_image_that_is_only_in_the_regi
             project.router.stop()
         remove_app_containers(docker_client, app)
         remove_app_images(docker_client, app)
+
+
+@pytest.mark.docker
+def test_a_jenkins_abort_during_a_full_build_leaves_no_container_and_no_tag(
+        tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    # The engine runs `docker build` for bgci over one HTTP request: when bgci goes away, the engine
+    # cancels the build and (forcerm) removes its intermediate containers. No tag is made before
+    # the build succeeded, so none can point at a half-built image.
+    app = unique_app_name("abortbuild")
+    repo = make_sample_repo(tmp_path, app)
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    process = subprocess.Popen(["bgci", "--config", str(repo / "bgci.toml"), "build", "full", "--no-cache"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # --no-cache: the apt-get step takes seconds, time enough to abort in it
+        seen.append(line)
+        if line.startswith("Step ") and " : RUN " in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode != 0 and "Traceback" not in rest, "".join(seen) + rest
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        left = [c for c in docker_client.containers.list(all=True)
+                if c.id not in before and not any(k.startswith("io.bgci.") for k in (c.labels or {}))]
+        if not left:
+            break
+        time.sleep(0.5)  # the engine removes the build's containers as it unwinds
+    assert left == [], [c.name for c in left]
+    assert [t for image in docker_client.images.list() for t in image.tags if app in t] == []
