@@ -202,3 +202,29 @@ class JenkinsError(BgciError):
     """Jenkins refused or failed a request."""
 
     exit_code = 10
+
+
+class JenkinsUnreachable(JenkinsError):
+    """Jenkins did not answer: connection refused, DNS, TLS or a timeout."""
+
+
+class JenkinsAuthError(JenkinsError):
+    """Jenkins refused the credentials (401) or the user may not do this (403, or a missing crumb)."""
+
+    def __init__(self, message: str, status_code: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.status_code = status_code
+
+
+class JenkinsNotFound(JenkinsError):
+    """A job, build or queue item does not exist."""
+
+
+class WaitInterrupted(JenkinsError):
+    """Ctrl-C or SIGTERM while waiting for a build: bgci stopped waiting, the build goes on in Jenkins."""
+
+    exit_code = 130  # what a shell reports for a process ended by SIGINT
+
+
+class JenkinsBuildFailed(JenkinsError):
+    """A triggered build ended FAILURE, ABORTED or NOT_BUILT (UNSTABLE is TestsFailed, exit 7)."""

@@ -19,15 +19,10 @@ from pathlib import Path
 import pytest
 
 from bgci.config import Settings, load_settings
-from bgci.errors import ConfigError, JenkinsError
-from bgci.jenkins.client import (
-    JenkinsAuthError,
-    JenkinsBuildFailed,
-    JenkinsClient,
-    JenkinsUnreachable,
-    normalise,
-)
+from bgci.errors import ConfigError, JenkinsAuthError, JenkinsBuildFailed, JenkinsError, JenkinsUnreachable
+from bgci.jenkins.client import JenkinsClient
 from bgci.jenkins.jobs import RenderedJob, marker, render_jobs
+from bgci.jenkins.push import normalise
 from tests.emulators.jenkins import JenkinsEmulator
 from tests.support import REPO_ROOT, SAMPLE_APP, free_port
 

@@ -101,7 +101,9 @@ def trigger(app: AppContext, job: str, params: tuple[str, ...], wait: bool, foll
     (`/other/job`). Ctrl-C or SIGTERM while waiting stops waiting only (exit 130): the build
     keeps running in Jenkins (stop it there).
     """
-    from bgci.jenkins.client import BuildRef, JenkinsBuildFailed, JenkinsClient, WaitInterrupted
+    from bgci.errors import JenkinsBuildFailed, WaitInterrupted
+    from bgci.jenkins.builds import BuildRef
+    from bgci.jenkins.client import JenkinsClient
 
     parameters = parse_key_values(params, "--param")
     full_name = _full_name(app, job)

@@ -1,2 +1,2 @@
-"""Jenkins: job definitions rendered through jenkins-job-builder (`jobs`), pushed and triggered
-through python-jenkins (`client`)."""
+"""Jenkins: job definitions rendered through jenkins-job-builder (`jobs`), pushed (`push`) and
+triggered (`builds`) through the python-jenkins transport (`client`)."""
