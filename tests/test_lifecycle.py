@@ -265,7 +265,8 @@ def test_a_jenkins_abort_during_a_full_build_leaves_no_container_and_no_tag(
     # the build succeeded, so none can point at a half-built image.
     app = unique_app_name("abortbuild")
     repo = make_sample_repo(tmp_path, app)
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    # The listing itself (no inspect per container: the engine is removing some of them meanwhile).
+    before = {c["Id"] for c in docker_client.api.containers(all=True)}
     process = subprocess.Popen(["bgci", "--config", str(repo / "bgci.toml"), "build", "full", "--no-cache"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
@@ -279,10 +280,10 @@ def test_a_jenkins_abort_during_a_full_build_leaves_no_container_and_no_tag(
     assert process.returncode != 0 and "Traceback" not in rest, "".join(seen) + rest
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        left = [c for c in docker_client.containers.list(all=True)
-                if c.id not in before and not any(k.startswith("io.bgci.") for k in (c.labels or {}))]
+        left = [c for c in docker_client.api.containers(all=True)
+                if c["Id"] not in before and not any(k.startswith("io.bgci.") for k in (c.get("Labels") or {}))]
         if not left:
             break
         time.sleep(0.5)  # the engine removes the build's containers as it unwinds
-    assert left == [], [c.name for c in left]
+    assert left == [], [c["Names"] for c in left]
     assert [t for image in docker_client.images.list() for t in image.tags if app in t] == []
