@@ -19,7 +19,7 @@ build code).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 from bgci.config import Settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import docker
     import requests
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from bgci.images import ImageRef
     from bgci.reports import SwitchReport, Verdict
     from bgci.router import NginxRouter
-    from bgci.schedulers.base import Environment, ProgressCallback, Scheduler
+    from bgci.schedulers.base import Environment, LogLine, ProgressCallback, Scheduler
     from bgci.smoke import Target
     from bgci.testing import TestReport
 
@@ -163,6 +165,11 @@ class Bgci:
     def destroy_environment(self, name: str) -> None:
         """Check it is not live, remove its preview and destroy it, all under the switch lock."""
         self.deployer.destroy(name)
+
+    def environment_logs(self, name: str, *, since: datetime | None = None, tail: int | None = None,
+                         follow: bool = False) -> Iterator[LogLine]:
+        """Every instance's log lines (`tail` per instance); with `follow`, until the iterator is closed."""
+        return self.scheduler.logs(name, since=since, tail=tail, follow=follow)
 
     def prune_environments(self, keep: int) -> list[str]:
         """Destroy every environment that is neither live, previous nor among the newest `keep`."""

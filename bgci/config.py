@@ -100,6 +100,8 @@ class MarathonSettings:
     minimum_health_capacity: float = _limits(default=1.0, min=0, max=1)
     maximum_over_capacity: float = _limits(default=1.0, min=0, max=1)
     request_timeout: float = _limits(default=10.0, min=0.1, max=600)
+    # `bgci env logs` reads task sandboxes from each task's Mesos agent: http://<task host>:<agent_port>
+    agent_port: int = _limits(default=5051, min=1, max=65535)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,11 @@ class DeploySettings:
     bind_address: str = "127.0.0.1"
     # Promote only images whose digest passed `bgci test` (recorded as <app>:tested-<sha>).
     require_tested: bool = True
+    # Docker's log driver and its options for every instance (local: HostConfig.LogConfig; Marathon: the
+    # container's log-driver/log-opt parameters); "" keeps the engine's default (json-file, usually).
+    log_driver: str = _limits(default="", pattern=r"^[A-Za-z0-9][A-Za-z0-9_./:-]*$|^$", help="a Docker log driver "
+                              "name such as json-file, local, journald, syslog, fluentd")
+    log_options: dict[str, str] = field(default_factory=dict)
     marathon: MarathonSettings = field(default_factory=MarathonSettings)
 
 

@@ -94,3 +94,32 @@ def test_unreadable_secret_file_names_the_variable_not_the_secret(tmp_path: Path
 def test_command_may_be_one_string(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, 'app = "a"\n[test]\ncommand = "prove -l t/"\n'), environ={})
     assert settings.test.command == ["prove", "-l", "t/"]
+
+
+def test_log_driver_options_and_the_agent_port(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """app = "web-app"
+[deploy]
+log_driver = "fluentd"
+log_options = { "fluentd-address" = "127.0.0.1:24224", tag = "web.{{.Name}}" }
+[deploy.marathon]
+agent_port = 5052
+"""), environ={})
+    assert settings.deploy.log_driver == "fluentd"
+    assert settings.deploy.log_options == {"fluentd-address": "127.0.0.1:24224", "tag": "web.{{.Name}}"}
+    assert settings.deploy.marathon.agent_port == 5052
+    defaults = load_settings(write(tmp_path, 'app = "web-app"\n'), environ={})
+    # Unset: the engine's default driver, and Mesos' agent port.
+    assert (defaults.deploy.log_driver, defaults.deploy.log_options, defaults.deploy.marathon.agent_port) == (
+        "", {}, 5051)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, """app = "web-app"
+[deploy]
+log_driver = "json file"
+log_options = { max-size = 10 }
+[deploy.marathon]
+agent_port = 0
+"""), environ={})
+    problems = "\n".join(caught.value.problems)
+    assert "deploy.log_driver: 'json file' is not allowed (allowed: a Docker log driver name" in problems
+    assert "deploy.log_options: expected a table of strings" in problems
+    assert "deploy.marathon.agent_port: 0 is below the minimum 1" in problems

@@ -7,6 +7,7 @@ the real backends are tested against Docker (test_env_local.py) and Marathon.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -23,7 +24,7 @@ from bgci.errors import (
     SchedulerError,
 )
 from bgci.images import ImageRef
-from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, ProgressCallback, Scheduler
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback, Scheduler
 from bgci.state import Actor
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -82,6 +83,10 @@ class FakeScheduler:
         if name not in self.specs:
             raise EnvironmentNotFound(name)
         del self.specs[name], self.counts[name]
+
+    def logs(self, name: str, since: datetime | None = None, tail: int | None = None,
+             follow: bool = False) -> Iterator[LogLine]:
+        return iter(())
 
 
 @pytest.fixture

@@ -143,7 +143,7 @@ def test_an_image_with_a_registry_host_is_sent(image: str) -> None:
 
 def test_each_marathon_module_imports_only_lower_ones() -> None:
     # The layering the package docstring promises: readers and bodies, then transport, events, policy on top.
-    layers = ["models", "definition", "client", "events", "scheduler"]
+    layers = ["models", "definition", "client", "events", "sandbox", "scheduler"]
     for level, name in enumerate(layers):
         module = importlib.import_module(f"bgci.schedulers.marathon.{name}")
         tree = ast.parse(Path(module.__file__ or "").read_text())
@@ -629,3 +629,13 @@ def test_without_an_event_stream_the_watch_gives_up_at_once(emulator: MarathonEm
         assert not watch.attached
     # At once: one request, no retries (a guard of 10 s only catches a retry loop, not slowness).
     assert time.monotonic() - started < 10 and len(requests_to(emulator, "GET", "/v2/events")) == 1
+
+
+@needs_reference
+def test_a_log_driver_rides_in_the_docker_parameters_and_validates(validator: jsonschema.Draft4Validator) -> None:
+    body = app_definition("/shop/x", spec(), MarathonOptions(log_driver="syslog",
+                                                             log_options=(("syslog-address", "udp://10.0.0.1:514"),)))
+    # Mesos runs `docker run --log-driver syslog --log-opt syslog-address=...`; Marathon's schema accepts it.
+    assert body["container"]["docker"]["parameters"] == [
+        {"key": "log-driver", "value": "syslog"}, {"key": "log-opt", "value": "syslog-address=udp://10.0.0.1:514"}]
+    assert [e.message for e in validator.iter_errors(body)] == []

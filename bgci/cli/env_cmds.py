@@ -1,10 +1,11 @@
-"""bgci env create | list | show | backends | scale | destroy | prune: environments of the app by git sha.
+"""bgci env create | list | show | backends | logs | scale | destroy | prune: environments of the app by git sha.
 
 No prompts anywhere: Jenkins runs these unattended, and `destroy` names one environment exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict
 from typing import Any
@@ -128,6 +129,42 @@ def backends(app: AppContext, name: str, scheduler: str | None, as_json: bool) -
     environment = app.bgci(scheduler).get_environment(name)
     addresses = [i.address for i in environment.instances if i.port]
     emit(addresses, as_json, "\n".join(addresses))
+
+
+@env.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C or SIGTERM, then exit 0.")
+@click.option("--since", metavar="WHEN", help="Only lines since then: 10m, 30s, 2h ago, or an ISO 8601 time "
+                                             "(local time without an offset). Not on Marathon.")
+@click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only each instance's last N lines.")
+@scheduler_option
+@pass_app
+def logs(app: AppContext, name: str, follow: bool, since: str | None, tail: int | None,
+         scheduler: str | None) -> None:
+    """Print the instances' logs, each line led by its instance.
+
+    Local: merged by the engine's timestamps. Marathon: read from each task's
+    Mesos sandbox (stdout, stderr), which has no timestamps: instance after
+    instance, and with -f in the order read. With -f, Ctrl-C or SIGTERM is the
+    normal end: exit 0, nothing on stderr.
+    """
+    from bgci.logs import format_line, parse_since
+
+    lines = None
+    width = 0
+    try:
+        lines = app.bgci(scheduler).environment_logs(name, since=parse_since(since) if since else None,
+                                                     tail=tail, follow=follow)
+        for line in lines:
+            width = max(width, len(line.instance))
+            click.echo(format_line(line, width))
+    except KeyboardInterrupt:
+        pass  # how -f ends: the readers are closed below
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while the readers close
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
 
 
 @env.command()

@@ -7,8 +7,9 @@ labels), so bgci keeps no private state that could drift from what runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from bgci import labels
@@ -86,9 +87,18 @@ class Environment:
         return len(self.healthy_instances) == self.wanted_instances == len(self.instances)
 
 
+@dataclass(frozen=True)
+class LogLine:
+    """One line an instance wrote (stdout or stderr), without its newline."""
+
+    instance: str  # Instance.id: the container name (local) or the Marathon task id
+    time: datetime | None  # the engine's timestamp (local, UTC); None where the backend has none (Marathon)
+    text: str
+
+
 @runtime_checkable
 class Scheduler(Protocol):
-    """Create, wait for, inspect, scale and destroy environments of one app."""
+    """Create, wait for, inspect, scale and destroy environments of one app, and read their logs."""
 
     name: str  # "local" or "marathon"
 
@@ -109,3 +119,11 @@ class Scheduler(Protocol):
 
     def destroy(self, name: str) -> None:
         """Remove every instance and the environment; raise EnvironmentNotFound."""
+
+    def logs(self, name: str, since: datetime | None = None, tail: int | None = None,
+             follow: bool = False) -> Iterator[LogLine]:
+        """Every instance's log lines, merged (see each backend for its order); `tail` counts per instance.
+
+        Reading starts at the first next(). With `follow`, new lines keep coming until the iterator is
+        closed (close(), or Ctrl-C inside it, stops every reader).
+        """

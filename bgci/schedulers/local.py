@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, NotFound
 
 from bgci import labels
 from bgci.config import Settings
@@ -35,15 +36,15 @@ from bgci.errors import (
     SchedulerError,
 )
 from bgci.probe import check_health, direct_session
-from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, ProgressCallback
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback
+from bgci.schedulers.local_events import ExitWatch
+from bgci.schedulers.local_logs import last_lines_of, log_config_of, read_logs
 
 # A crashed app comes back by itself, a few times: a crash loop must end in `exited`, with its logs kept.
 RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
 POLL_INTERVAL = 0.05  # seconds between readiness rounds: the app starts in ~0.2 s
 PROBE_TIMEOUT = (0.5, 2.0)  # connect, read: loopback answers in milliseconds
 STOP_TIMEOUT = 5  # seconds between SIGTERM and SIGKILL on destroy/scale down
-# `die` events this old are replayed when a wait begins: they cover an exit between create() and the wait.
-EXIT_REPLAY_SECONDS = 2.0
 LOG_TAIL_LINES = 10
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 MAX_WORKERS = 16  # threads for concurrent container starts/stops and probes
@@ -60,10 +61,11 @@ class InstanceTemplate:
     labels: dict[str, str]
     environment: dict[str, str] | list[str]
     container_port: int
+    log_config: dict[str, Any] | None = None  # HostConfig.LogConfig: {"Type": driver, "Config": options}
 
     @classmethod
-    def from_spec(cls, spec: EnvironmentSpec) -> InstanceTemplate:
-        return cls(spec.image, spec.labels(), dict(spec.env), spec.container_port)
+    def from_spec(cls, spec: EnvironmentSpec, log_config: dict[str, Any] | None = None) -> InstanceTemplate:
+        return cls(spec.image, spec.labels(), dict(spec.env), spec.container_port, log_config)
 
     @classmethod
     def from_container(cls, attrs: dict[str, Any]) -> InstanceTemplate:
@@ -71,7 +73,8 @@ class InstanceTemplate:
         ours = {k: v for k, v in (attrs["Config"].get("Labels") or {}).items() if k.startswith(labels.PREFIX)}
         port_key = next(iter(attrs["HostConfig"].get("PortBindings") or {}), "")
         return cls(ours.get(labels.IMAGE) or attrs["Config"]["Image"], ours,
-                   list(attrs["Config"].get("Env") or []), int(port_key.split("/")[0]))
+                   list(attrs["Config"].get("Env") or []), int(port_key.split("/")[0]),
+                   attrs["HostConfig"].get("LogConfig") or None)
 
 
 # -- pure decisions over container summaries (tested without a daemon) ------------------------------------
@@ -145,10 +148,11 @@ class LocalScheduler:
 
     def __init__(self, client: docker.DockerClient, app: str, *, bind_address: str = "127.0.0.1",
                  poll_interval: float = POLL_INTERVAL, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, log_config: dict[str, Any] | None = None) -> None:
         self.client = client
         self.app = app
         self.bind_address = bind_address
+        self.log_config = log_config  # for new environments; scale-ups copy their siblings'
         self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
@@ -156,10 +160,12 @@ class LocalScheduler:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, force: bool = False) -> LocalScheduler:
-        """From deploy.bind_address. `force` has no effect here: the engine has no deployment locks to override."""
+        """From deploy.bind_address and log_driver/log_options. `force` has no effect here: the engine has no
+        deployment locks to override."""
         from bgci.dockerhost import connect
 
-        return cls(connect(), settings.app, bind_address=settings.deploy.bind_address)
+        return cls(connect(), settings.app, bind_address=settings.deploy.bind_address,
+                   log_config=log_config_of(settings.deploy))
 
     # -- the Scheduler interface ---------------------------------------------------------------------------
     def create(self, spec: EnvironmentSpec) -> Environment:
@@ -177,7 +183,7 @@ class LocalScheduler:
             owner = (taken[0].get("Labels") or {}).get(labels.APP, "?")
             raise EnvironmentExists(f"environment {spec.name} exists already (app {owner}, local Docker engine)",
                                     hint=f"pick another --name or run `bgci env destroy {spec.name}`")
-        template = InstanceTemplate.from_spec(spec)
+        template = InstanceTemplate.from_spec(spec, self.log_config)
         claim = self._start(template, spec.name, [1])
         try:
             self._start(template, spec.name, list(range(2, spec.instances + 1)))
@@ -239,6 +245,13 @@ class LocalScheduler:
     def destroy(self, name: str) -> None:
         self._remove([c["Id"] for c in self._containers(name)], graceful=True)
 
+    def logs(self, name: str, since: datetime | None = None, tail: int | None = None,
+             follow: bool = False) -> Iterator[LogLine]:
+        """The engine's logs of every container, merged by their timestamps (bgci/logs.py says how exactly)."""
+        containers = sorted(self._containers(name), key=instance_index)
+        instances = [(instance_from(c, None).id, c["Id"]) for c in containers]
+        return read_logs(self.client, instances, since=since, tail=tail, follow=follow)
+
     # -- containers ----------------------------------------------------------------------------------------
     def _filters(self, env: str | None = None) -> dict[str, list[str]]:
         # Containers of app images inherit the image's io.bgci.app label: the index label marks ours.
@@ -270,7 +283,7 @@ class LocalScheduler:
                         labels={**template.labels, labels.INDEX: str(index)},
                         environment=template.environment, ports=[template.container_port],
                         host_config=self.client.api.create_host_config(
-                            restart_policy=RESTART_POLICY,
+                            restart_policy=RESTART_POLICY, log_config=template.log_config,
                             port_bindings={template.container_port: (self.bind_address, None)}),
                     )
                 except APIError as exc:
@@ -321,7 +334,8 @@ class LocalScheduler:
         if not exited:
             return
         details: list[str] = []
-        for (summary, reason), tail in zip(exited, self._log_tails([c["Id"] for c, _ in exited]), strict=True):
+        tails = last_lines_of(self.client, [c["Id"] for c, _ in exited], LOG_TAIL_LINES)
+        for (summary, reason), tail in zip(exited, tails, strict=True):
             details.append(f"{instance_from(summary, None).id}: {reason}; last log lines:")
             details.extend(f"  {line}" for line in tail)
         names = ", ".join(instance_from(c, None).id for c, _ in exited)
@@ -330,8 +344,8 @@ class LocalScheduler:
     def _timed_out(self, env: Environment, timeout: float) -> EnvironmentFailed:
         unhealthy = [(c, i) for c, i in zip(env.attrs["containers"], env.instances, strict=True) if not i.healthy]
         details: list[str] = []
-        for (summary, instance), tail in zip(unhealthy, self._log_tails([c["Id"] for c, _ in unhealthy]),
-                                             strict=True):
+        tails = last_lines_of(self.client, [c["Id"] for c, _ in unhealthy], LOG_TAIL_LINES)
+        for (summary, instance), tail in zip(unhealthy, tails, strict=True):
             path = (summary.get("Labels") or {}).get(labels.HEALTH_PATH, "/")
             details.append(f"{instance.id}: {instance.state}, {instance.address}{path} not answering 2xx; "
                            "last log lines:")
@@ -339,54 +353,6 @@ class LocalScheduler:
         return EnvironmentFailed(
             f"environment {env.name} not ready after {timeout:g}s: "
             f"{len(env.healthy_instances)}/{env.wanted_instances} instances healthy", details)
-
-    def _log_tails(self, ids: list[str]) -> list[list[str]]:
-        # Concurrently: the engine holds a restarting container's logs back for up to its restart delay.
-        if not ids:
-            return []
-        with ThreadPoolExecutor(min(MAX_WORKERS, len(ids))) as pool:
-            return list(pool.map(self._log_tail, ids))
-
-    def _log_tail(self, container_id: str) -> list[str]:
-        try:
-            raw = self.client.api.logs(container_id, stdout=True, stderr=True, tail=LOG_TAIL_LINES)
-        except DockerException:
-            return ["(logs unavailable)"]
-        lines = raw.decode("utf-8", "replace").splitlines()
-        return [line for line in lines if line.strip()] or ["(no output)"]
-
-
-class ExitWatch:
-    """Exit codes from the `die` events of some containers, collected by a thread while a wait runs."""
-
-    def __init__(self, client: docker.DockerClient, filters: dict[str, list[str]]) -> None:
-        with engine_errors("watch container events", SchedulerError):
-            self._stream = client.api.events(
-                since=time.time() - EXIT_REPLAY_SECONDS, decode=True,
-                filters={**filters, "type": ["container"], "event": ["die"]})
-        self._codes: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._collect, name="bgci-exit-watch", daemon=True)
-        self._thread.start()
-
-    def codes(self) -> dict[str, str]:
-        """Container id -> exit code of its latest exit seen so far."""
-        with self._lock:
-            return dict(self._codes)
-
-    def _collect(self) -> None:
-        with contextlib.suppress(Exception):  # close() ends the stream with a socket error
-            for event in self._stream:
-                attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                with self._lock:
-                    self._codes[event["id"]] = attributes.get("exitCode", "?")
-
-    def __enter__(self) -> ExitWatch:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stream.close()
-        self._thread.join(timeout=2)
 
 
 def _run_all(action: Callable[[Any], None], items: Sequence[Any]) -> None:

@@ -16,6 +16,9 @@ What is emulated (Marathon 1.5 behaviour unless ``legacy_shapes=True``):
   ``GET /v2/apps/{id}/versions``, ``GET/DELETE /v2/apps/{id}/tasks[/{taskId}]``, ``GET /v2/tasks``,
   ``GET /v2/deployments``, ``DELETE /v2/deployments/{id}[?force=true]``, ``GET /v2/info``,
   ``GET /v2/leader``, ``GET /ping`` and the ``GET /v2/events`` Server-Sent-Events stream.
+* The Mesos agent of every task (``agent_url``, ``agent_port``: a second loopback server, see
+  ``tests/emulators/mesos_agent.py``): ``/state`` and ``/files/read|browse|debug`` over each task's
+  sandbox, whose ``stdout``/``stderr`` hold the container's output.
 * Bodies are validated with ``jsonschema.Draft4Validator`` against AppDefinition.schema.json
   plus a few of Marathon's semantic rules (422 ``{"message":"Object is not valid","details":[..]}``).
 * One deployment at a time per app (409 "App is locked ..."), ``?force=true`` cancels the
@@ -57,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.emulators.http import AbortableServer
+from tests.emulators.mesos_agent import MesosAgent
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +318,9 @@ class MarathonEmulator:
         # app id -> time.perf_counter() when its latest deployment succeeded (benchmarks/env_marathon.py)
         self.deployment_finished_at: dict[str, float] = {}
         self.url = ""
+        self.agent: MesosAgent | None = None  # the tasks' Mesos agent (sandboxes), while started
+        self.agent_url = ""
+        self.agent_port = 0
 
         self._lock = threading.RLock()
         self._apps: dict[str, _App] = {}
@@ -367,6 +374,9 @@ class MarathonEmulator:
             target=self._reconcile_loop, name=f"marathon-emu-reconcile-{self.instance_id}", daemon=True
         )
         self._reconciler.start()
+        self.agent = MesosAgent(self.bind_address, self.slave_id, self.framework_id)
+        self.agent.start()
+        self.agent_url, self.agent_port = self.agent.url, self.agent.port
         self._started = True
 
     def stop(self) -> None:
@@ -392,6 +402,9 @@ class MarathonEmulator:
             self._executor = None
         if self._docker is not None:
             errors.extend(self._remove_all_containers())
+        if self.agent is not None:
+            self.agent.stop()
+            self.agent = None
             if self._own_docker:
                 with contextlib.suppress(Exception):
                     self._docker.close()
@@ -1358,6 +1371,8 @@ class MarathonEmulator:
         t.state = state
         self._status_event(app, t, message)
         app.tasks.pop(t.id, None)
+        if self.agent is not None:
+            self.agent.complete(t.id, state)
         if state in FAILURE_STATES:
             app.last_failure = {
                 "appId": app.id, "host": self.bind_address, "message": message, "state": state,
@@ -1375,13 +1390,21 @@ class MarathonEmulator:
         mode = d["networks"][0]["mode"]
         env: dict[str, str] = {}
         labels = {str(k): str(v) for k, v in d.get("labels", {}).items()}
+        log_driver, log_options = None, {}
         for p in docker_cfg.get("parameters", []):
             if p.get("key") == "label" and "=" in p.get("value", ""):
                 k, _, v = p["value"].partition("=")
                 labels[k] = v
+            elif p.get("key") == "log-driver":  # docker run --log-driver / --log-opt, as Mesos passes them
+                log_driver = p.get("value", "")
+            elif p.get("key") == "log-opt" and "=" in p.get("value", ""):
+                k, _, v = p["value"].partition("=")
+                log_options[k] = v
         labels.update({LABEL_EMULATOR: EMULATOR_NAME, LABEL_INSTANCE: self.instance_id, LABEL_TASK: t.id,
                        LABEL_APP: app_id})
         kwargs: dict[str, Any] = {"name": t.container_name, "labels": labels, "detach": True}
+        if log_driver or log_options:
+            kwargs["log_config"] = {"Type": log_driver or "json-file", "Config": log_options}
         if mode == "host":
             kwargs["network_mode"] = "host"
             ports_wanted = [p["port"] if d.get("requirePorts") else 0 for p in d["portDefinitions"]]
@@ -1456,6 +1479,8 @@ class MarathonEmulator:
             try:
                 container = self._docker.containers.create(spec["image"], **spec["kwargs"])
                 self._known_containers.add(container.id)
+                if self.agent is not None:  # attached before it starts, as `docker run` is: no line is missed
+                    self.agent.capture(t.id, self._docker.api, container.id)
                 container.start()
                 break
             except Exception as exc:
@@ -1773,9 +1798,16 @@ Where Marathon's behaviour was unclear, or impossible to reproduce on one Docker
   "docker exec". intervalSeconds/delaySeconds are replaced by health_interval; gracePeriodSeconds and
   maxConsecutiveFailures are honoured (a task failing too often is killed and relaunched).
 * Ignored: constraints (one host), cpus/mem/disk limits, readinessChecks, dependencies, fetch/uris,
-  secrets, docker parameters other than "label", privileged, forcePullImage (nothing is pulled: a missing
-  image gives TASK_FAILED "Failed to launch container: ..."). Apps without a container run their cmd in
+  secrets, docker parameters other than "label", "log-driver" and "log-opt", privileged, forcePullImage
+  (nothing is pulled: a missing image gives TASK_FAILED "Failed to launch container: ..."). Apps without a
+  container run their cmd in
   default_image with host networking.
 * Config changes (anything but instances) and /restart replace tasks: new tasks first, an old one is
   killed for every new healthy one (minimumHealthCapacity 1, maximumOverCapacity 1).
+* The Mesos agent: one for every task, on its own loopback port (agent_port; a real one listens on 5051
+  of the task's host). A task's sandbox is its executor's directory, executor id = task id (Mesos' command
+  executor for a Docker task); stdout/stderr are copied from the container's attach stream, which
+  starts before the container does, as `docker run` attached does on an agent. Unlike a real agent, the
+  executor writes no lines of its own there ("Registered docker executor...", "Starting task..."). Ended
+  tasks' sandboxes stay readable (completed_executors) until the emulator stops; no sandbox GC.
 """

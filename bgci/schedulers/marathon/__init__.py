@@ -6,6 +6,7 @@ Split as docker-py is; each module imports only the ones above it in this list:
 - :mod:`.definition`: the pure request bodies bgci sends (MarathonOptions, app_definition).
 - :mod:`.client`: the transport, MarathonClient (one Session, URL failover, retries, bgci's errors).
 - :mod:`.events`: the /v2/events stream, EventWatch (a trigger to re-read, never the truth).
+- :mod:`.sandbox`: task logs from the Mesos agents' sandbox files (/state, /files/read).
 - :mod:`.scheduler`: the policy, MarathonScheduler (what to send, ready or failed, deployment locks).
 """
 

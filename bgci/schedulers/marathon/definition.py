@@ -34,12 +34,15 @@ class MarathonOptions:
     interval_seconds: int = 2
     timeout_seconds: int = 1
     max_consecutive_failures: int = 3
+    log_driver: str = ""  # Docker's --log-driver for every task; "" keeps the agent's default
+    log_options: tuple[tuple[str, str], ...] = ()  # --log-opt key=value, in order
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MarathonOptions:
         m = settings.deploy.marathon
         return cls(cpus=m.cpus, mem=m.mem, constraints=tuple(tuple(c) for c in m.constraints),
-                   minimum_health_capacity=m.minimum_health_capacity, maximum_over_capacity=m.maximum_over_capacity)
+                   minimum_health_capacity=m.minimum_health_capacity, maximum_over_capacity=m.maximum_over_capacity,
+                   log_driver=settings.deploy.log_driver, log_options=tuple(settings.deploy.log_options.items()))
 
 
 def app_group(app: str) -> str:
@@ -60,6 +63,12 @@ def health_check(path: str, options: MarathonOptions) -> dict[str, Any]:
     if options.health_protocol.startswith("MESOS_"):
         check["delaySeconds"] = 1  # Mesos waits 15 s before the first check by default: ready takes seconds
     return check
+
+
+def docker_parameters(options: MarathonOptions) -> list[dict[str, str]]:
+    """container.docker.parameters: what Mesos passes to `docker run` as --log-driver and --log-opt."""
+    parameters = [{"key": "log-driver", "value": options.log_driver}] if options.log_driver else []
+    return parameters + [{"key": "log-opt", "value": f"{key}={value}"} for key, value in options.log_options]
 
 
 def app_definition(app_id: str, spec: EnvironmentSpec, options: MarathonOptions) -> dict[str, Any]:
@@ -84,6 +93,8 @@ def app_definition(app_id: str, spec: EnvironmentSpec, options: MarathonOptions)
     }
     if options.constraints:
         body["constraints"] = [list(c) for c in options.constraints]
+    if parameters := docker_parameters(options):
+        body["container"]["docker"]["parameters"] = parameters
     return body
 
 

@@ -21,12 +21,14 @@ create must not need --force, and overrides nobody else's work.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from bgci import labels
 from bgci.config import Settings
 from bgci.errors import (
+    ConfigError,
     DeploymentInProgress,
     EnvironmentExists,
     EnvironmentFailed,
@@ -34,7 +36,7 @@ from bgci.errors import (
     MarathonAPIError,
     SchedulerError,
 )
-from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, ProgressCallback
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback
 from bgci.schedulers.marathon.client import MarathonClient, no_urls_error
 from bgci.schedulers.marathon.definition import (
     MarathonOptions,
@@ -100,8 +102,9 @@ class MarathonScheduler:
 
     def __init__(self, client: MarathonClient, app: str, *, options: MarathonOptions | None = None,
                  force: bool = False, lock_timeout: float = 60.0, poll_interval: float = POLL_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, agent_port: int = 5051) -> None:
         self.client = client
+        self.agent_port = agent_port  # the Mesos agents' HTTP port: task sandboxes (logs) are read there
         self.app = app
         self.options = options or MarathonOptions()
         self.force = force
@@ -119,7 +122,7 @@ class MarathonScheduler:
             raise no_urls_error()
         client = MarathonClient(marathon.urls, settings.marathon_credentials, timeout=marathon.request_timeout)
         return cls(client, settings.app, options=MarathonOptions.from_settings(settings), force=force,
-                   lock_timeout=settings.deploy.ready_timeout)
+                   lock_timeout=settings.deploy.ready_timeout, agent_port=marathon.agent_port)
 
     def app_id(self, name: str) -> str:
         return marathon_app_id(self.app, name)
@@ -195,6 +198,26 @@ class MarathonScheduler:
         if not self._wait_for_deployments(app_id, [deployment_id], self._clock() + self.lock_timeout):
             raise SchedulerError(f"environment {name}: Marathon still stops its tasks after {self.lock_timeout:g}s "
                                  f"(deployment {deployment_id})", hint="see /v2/deployments in Marathon")
+
+    def logs(self, name: str, since: datetime | None = None, tail: int | None = None,
+             follow: bool = False) -> Iterator[LogLine]:
+        """Each task's sandbox stdout and stderr from its Mesos agent (sandbox.py says in which order)."""
+        import requests
+
+        from bgci.schedulers.marathon.sandbox import open_files, read_sandboxes
+
+        if since is not None:
+            raise ConfigError("logs by time (since) are not available on Marathon: task sandbox files carry no "
+                              "timestamps",
+                              hint="use --tail N instead", option="since")
+        tasks = self._app(name).tasks
+        session = requests.Session()
+        try:
+            files = open_files(tasks, self.agent_port, session, self.client.timeout[1])
+        except BaseException:
+            session.close()
+            raise
+        return read_sandboxes(files, tail, follow, session)
 
     # -- reading -------------------------------------------------------------------------------------------
     def _app(self, name: str) -> MarathonApp:
