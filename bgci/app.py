@@ -24,6 +24,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from bgci.config import Settings
+from bgci.metrics.service import MetricsMixin
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,8 +46,12 @@ def _quiet(_message: str) -> None:
     pass
 
 
-class Bgci:
-    """bgci for one app: environments, previews, promote, rollback, status and smoke targets."""
+class Bgci(MetricsMixin):
+    """bgci for one app: environments, previews, promote, rollback, status and smoke targets.
+
+    Every lifecycle operation ends with `after_change` (MetricsMixin): the deploy event is
+    recorded and the Prometheus targets file rewritten.
+    """
 
     def __init__(self, settings: Settings, *, scheduler: str | None = None, force: bool = False,
                  log: Log = _quiet, environ: Mapping[str, str] | None = None) -> None:
@@ -122,8 +127,10 @@ class Bgci:
         """
         service = self.environments
         spec = service.spec_for(sha=sha, image=image, name=name, instances=instances, env=env)
-        return service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=progress,
-                              on_ready=[self._register_preview] if preview else [])
+        created = service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=progress,
+                                 on_ready=[self._register_preview] if preview else [])
+        self.after_change("create", created.name, created.sha)
+        return created
 
     def _register_preview(self, environment: Environment) -> None:
         applied = self.deployer.register_preview(environment)
@@ -139,25 +146,36 @@ class Bgci:
 
     def scale_environment(self, name: str, instances: int, *, timeout: float | None = None,
                           progress: ProgressCallback | None = None) -> Environment:
-        return self.environments.scale(name, instances, timeout=timeout, progress=progress)
+        scaled = self.environments.scale(name, instances, timeout=timeout, progress=progress)
+        self.after_change("scale", scaled.name, scaled.sha)
+        return scaled
 
     def destroy_environment(self, name: str) -> None:
         """Check it is not live, remove its preview and destroy it, all under the switch lock."""
         self.deployer.destroy(name)
+        self.after_change("destroy", name)
 
     def prune_environments(self, keep: int) -> list[str]:
         """Destroy every environment that is neither live, previous nor among the newest `keep`."""
-        return self.deployer.prune(keep)
+        destroyed = self.deployer.prune(keep)
+        for name in destroyed:
+            self.after_change("destroy", name)
+        return destroyed
 
     # -- the live name -------------------------------------------------------------------------------------
     def promote(self, name: str, *, wait_lock: float = 0.0) -> SwitchResult:
-        return self.deployer.promote(name, wait_lock=wait_lock)
+        result = self.deployer.promote(name, wait_lock=wait_lock)
+        self.after_change(result.action, result.live, result.sha, switched=True)
+        return result
 
     def rollback(self, *, wait_lock: float = 0.0) -> SwitchResult:
-        return self.deployer.rollback(wait_lock=wait_lock)
+        result = self.deployer.rollback(wait_lock=wait_lock)
+        self.after_change(result.action, result.live, result.sha, switched=True)
+        return result
 
     def status(self) -> Status:
-        return self.deployer.status()
+        """Live, previous and previews, with each environment's recent traffic when Prometheus is configured."""
+        return self.with_traffic(self.deployer.status())
 
     # -- smoke ---------------------------------------------------------------------------------------------
     def smoke_targets(self, name: str, preview: bool | None = None) -> tuple[Environment, list[Target]]:

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,10 +63,23 @@ class Switch:
 
     env: str
     sha: str
-    action: str  # promote | rollback
+    action: str  # promote | rollback | auto-rollback (a failed analysis undid a promote)
     at: str  # ISO 8601, UTC
     by: str
     build_url: str = ""
+    reason: str = ""  # why, for an auto-rollback; left out of the file when empty (older bgci reads it)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.reason:
+            del data["reason"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Switch:
+        """Known fields only: a file written by a newer bgci still reads."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -83,19 +96,19 @@ class RouterState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"live": _dict(self.live), "previous": _dict(self.previous),
-                "history": [asdict(s) for s in self.history]}
+                "history": [s.to_dict() for s in self.history]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterState:
         def switch(value: Any) -> Switch | None:
-            return Switch(**value) if value else None
+            return Switch.from_dict(value) if value else None
 
         return cls(live=switch(data.get("live")), previous=switch(data.get("previous")),
-                   history=tuple(Switch(**s) for s in data.get("history", [])))
+                   history=tuple(Switch.from_dict(s) for s in data.get("history", [])))
 
 
 def _dict(switch: Switch | None) -> dict[str, Any] | None:
-    return asdict(switch) if switch else None
+    return switch.to_dict() if switch else None
 
 
 def load_state(path: Path) -> RouterState:

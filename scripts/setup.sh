@@ -7,7 +7,9 @@ set -euo pipefail
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BASE_IMAGE=${BGCI_BASE_IMAGE:-bgci-base:bookworm}
 DEBIAN_MIRROR=${BGCI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PACKAGES=(docker.io docker-registry nginx debootstrap groovy apache2-utils git)
+# prometheus, mtail, graphite-carbon, python3-whisper: the metrics tests start their own on loopback.
+PACKAGES=(docker.io docker-registry nginx debootstrap groovy apache2-utils git
+          prometheus mtail graphite-carbon python3-whisper)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -33,7 +35,7 @@ install_packages() {
   [ -z "$own_policy" ] || rm -f "$policy"
   # Where systemd runs, keep them from starting at the next boot too (their units stay installed).
   if [ -d /run/systemd/system ]; then
-    for svc in nginx docker-registry; do
+    for svc in nginx docker-registry prometheus prometheus-node-exporter mtail carbon-cache; do
       [[ " ${missing[*]} " == *" $svc "* ]] && systemctl disable "$svc" >/dev/null 2>&1 || true
     done
   fi

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_option
+from bgci.cli.metrics_cmds import promote_analyzed, promote_options
 from bgci.deployer import Status, SwitchResult
 from bgci.router import NginxStatus
 
@@ -45,14 +46,21 @@ def router_status(app: AppContext, as_json: bool) -> None:
 @click.command()
 @click.argument("env")
 @wait_lock_option
+@promote_options
 @scheduler_option
 @json_option
 @pass_app
-def promote(app: AppContext, env: str, wait_lock: float, scheduler: str | None, as_json: bool) -> None:
+def promote(app: AppContext, env: str, wait_lock: float, scheduler: str | None, as_json: bool,
+            **analysis: object) -> None:
     """Make ENV live: every instance healthy now, nginx tested, switched, reloaded and verified.
 
-    On any failure the previous configuration is restored and the command exits non-zero.
+    On any failure the previous configuration is restored and the command exits non-zero. With
+    --analyze, a failing analysis of the live traffic rolls back by itself (exit 7).
     """
+    if analysis["analyze"] or analysis["analyze_preview"]:
+        promote_analyzed(app, env, scheduler=scheduler, wait_lock=wait_lock, as_json=as_json,
+                         describe=_describe_switch, options=analysis)
+        return
     app.log(f"promoting {env}")
     result = app.bgci(scheduler).promote(env, wait_lock=wait_lock)  # a Jenkins abort undoes a switch under way
     emit(result, as_json, _describe_switch(result))
@@ -113,6 +121,10 @@ def _describe_status(status: Status) -> str:
                      f"  created {env.created_at}")
         if env.preview_host:
             lines.append(f"      preview: http://{env.preview_host}")
+        if env.traffic is not None:
+            lines.append(f"      traffic: {env.traffic.describe()}")
         lines.extend(f"      {i.id:<24} {i.address:<22} {i.state:<10} {'healthy' if i.healthy else 'UNHEALTHY'}"
                      for i in env.instances)
+    if status.metrics_note:
+        lines.append(f"(traffic: {status.metrics_note})")
     return "\n".join(lines)
