@@ -35,7 +35,7 @@ install_packages() {
   [ -z "$own_policy" ] || rm -f "$policy"
   # Where systemd runs, keep them from starting at the next boot too (their units stay installed).
   if [ -d /run/systemd/system ]; then
-    for svc in nginx docker-registry prometheus prometheus-node-exporter mtail carbon-cache; do
+    for svc in nginx docker-registry prometheus mtail; do
       [[ " ${missing[*]} " == *" $svc "* ]] && systemctl disable "$svc" >/dev/null 2>&1 || true
     done
   fi
