@@ -75,6 +75,7 @@ class Carbon:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
         storage = workdir / "storage"
         (workdir / "storage-schemas.conf").write_text("[everything]\npattern = .*\nretentions = 1s:1d\n")
         settings = {
