@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bgci.config import Settings
+from bgci.metrics.service import MetricsMixin
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -48,8 +49,12 @@ def _quiet(_message: str) -> None:
     pass
 
 
-class Bgci:
-    """bgci for one app: environments, previews, promote, rollback, status and smoke targets."""
+class Bgci(MetricsMixin):
+    """bgci for one app: environments, previews, promote, rollback, status and smoke targets.
+
+    Every lifecycle operation ends with `after_change` (MetricsMixin): the deploy event is
+    recorded and the Prometheus targets file rewritten.
+    """
 
     def __init__(self, settings: Settings, *, scheduler: str | None = None, force: bool = False,
                  log: Log = _quiet, environ: Mapping[str, str] | None = None) -> None:
@@ -137,8 +142,10 @@ class Bgci:
         """
         service = self.environments
         spec = service.spec_for(sha=sha, image=image, name=name, instances=instances, env=env)
-        return service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=progress,
-                              on_ready=[self._register_preview] if preview else [])
+        created = service.create(spec, timeout=timeout, keep_failed=keep_failed, progress=progress,
+                                 on_ready=[self._register_preview] if preview else [])
+        self.after_change("create", created.name, created.sha)
+        return created
 
     def _register_preview(self, environment: Environment) -> None:
         applied = self.deployer.register_preview(environment)
@@ -160,11 +167,14 @@ class Bgci:
 
     def scale_environment(self, name: str, instances: int, *, timeout: float | None = None,
                           progress: ProgressCallback | None = None) -> Environment:
-        return self.environments.scale(name, instances, timeout=timeout, progress=progress)
+        scaled = self.environments.scale(name, instances, timeout=timeout, progress=progress)
+        self.after_change("scale", scaled.name, scaled.sha)
+        return scaled
 
     def destroy_environment(self, name: str) -> None:
         """Check it is not live, remove its preview and destroy it, all under the switch lock."""
         self.deployer.destroy(name)
+        self.after_change("destroy", name)
 
     def environment_logs(self, name: str, *, since: datetime | None = None, tail: int | None = None,
                          follow: bool = False) -> Iterator[LogLine]:
@@ -173,16 +183,22 @@ class Bgci:
 
     def prune_environments(self, keep: int) -> list[str]:
         """Destroy every environment that is neither live, previous nor among the newest `keep`."""
-        return self.deployer.prune(keep)
+        destroyed = self.deployer.prune(keep)
+        for name in destroyed:
+            self.after_change("destroy", name)
+        return destroyed
 
     # -- the live name -------------------------------------------------------------------------------------
     def promote(self, name: str, *, wait_lock: float = 0.0, skip_test_gate: bool = False) -> SwitchResult:
         """Make `name` live. Its image must have passed `bgci test` (deploy.require_tested) unless
         `skip_test_gate`, which the state history records."""
         if skip_test_gate:
-            return self.deployer.promote(name, wait_lock=wait_lock, note="test gate skipped (--skip-test-gate)")
-        check = self._check_tested if self.settings.deploy.require_tested else None
-        return self.deployer.promote(name, wait_lock=wait_lock, check=check)
+            result = self.deployer.promote(name, wait_lock=wait_lock, reason="test gate skipped (--skip-test-gate)")
+        else:
+            check = self._check_tested if self.settings.deploy.require_tested else None
+            result = self.deployer.promote(name, wait_lock=wait_lock, check=check)
+        self.after_change(result.action, result.live, result.sha, switched=True)
+        return result
 
     def _check_tested(self, environment: Environment) -> None:
         from bgci.gate import check_tested
@@ -190,10 +206,13 @@ class Bgci:
         check_tested(self.docker, self.settings, environment)
 
     def rollback(self, *, wait_lock: float = 0.0) -> SwitchResult:
-        return self.deployer.rollback(wait_lock=wait_lock)
+        result = self.deployer.rollback(wait_lock=wait_lock)
+        self.after_change(result.action, result.live, result.sha, switched=True)
+        return result
 
     def status(self) -> Status:
-        return self.deployer.status()
+        """Live, previous and previews, with each environment's recent traffic when Prometheus is configured."""
+        return self.with_traffic(self.deployer.status())
 
     def switch_report(self, result: SwitchResult, path: Path, *, before: float = 10.0, after: float = 10.0,
                       verdict: Verdict | None = None, sleep: Callable[[float], None] | None = None) -> SwitchReport:

@@ -138,6 +138,8 @@ class NginxSettings:
     # What promote asks nginx for to prove the switch: the env header, and (verify_sha) the sha in the body.
     verify_path: str = _limits(default="/", pattern=r"^/[^\s]*$", help="a path starting with /")
     verify_sha: bool = True
+    # One JSON line per proxied request in <dir>/logs/requests.log: what bgci's request metrics read.
+    requests_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,25 @@ class JenkinsSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus, the file_sd targets, the deploy events and the analysis gate (`bgci analyze`, --analyze)."""
+
+    prometheus_url: str = _limits(default="", pattern=r"^(https?://\S+)?$", help="an http(s):// URL")
+    graphite: str = _limits(default="", pattern=r"^(\S+:[0-9]{1,5})?$", help="host:port of carbon's line receiver")
+    exporter_listen: str = "127.0.0.1:9469"
+    targets_file: str = ".bgci/targets.json"  # Prometheus file_sd; "" keeps none
+    events_file: str = ".bgci/events.jsonl"  # create, destroy, promote, rollback, auto-rollback
+    # Seconds from a request to Prometheus having it: nginx's log flush (1 s), the exporter, a scrape.
+    lag: float = _limits(default=20.0, min=0, max=600)
+    window: float = _limits(default=60.0, min=1, max=86400)
+    max_error_ratio: float = _limits(default=0.01, min=0, max=1)
+    max_p95_ms: float = _limits(default=0.0, min=0, help="0 means no latency limit")
+    min_requests: int = _limits(default=1, min=1)
+    status_window: float = _limits(default=60.0, min=1, max=86400)
+    query_timeout: float = _limits(default=10.0, min=0.1, max=600)
+
+
+@dataclass(frozen=True)
 class Credentials:
     """A username/password or token pair; never printed (repr hides the secret)."""
 
@@ -187,6 +208,7 @@ class Settings:
     deploy: DeploySettings = field(default_factory=DeploySettings)
     nginx: NginxSettings = field(default_factory=NginxSettings)
     jenkins: JenkinsSettings = field(default_factory=JenkinsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     # Not from the file: where it was found, and secrets from the environment.
     project_dir: Path = field(default=Path("."), metadata={"internal": True})
     config_file: Path = field(default=Path(CONFIG_FILE_NAME), metadata={"internal": True})
@@ -260,6 +282,8 @@ OVERRIDES = {
     "BGCI_REGISTRY": ("registry", "url"),
     "BGCI_SCHEDULER": ("deploy", "scheduler"),
     "BGCI_JENKINS_URL": ("jenkins", "url"),
+    "BGCI_PROMETHEUS_URL": ("metrics", "prometheus_url"),
+    "BGCI_GRAPHITE": ("metrics", "graphite"),
 }
 
 

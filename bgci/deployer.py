@@ -25,6 +25,8 @@ from bgci.state import Actor, RouterState, Switch, SwitchLock, load_state, save_
 if TYPE_CHECKING:
     import requests
 
+    from bgci.metrics.analysis import Traffic
+
 PREVIEW_LOCK_WAIT = 60.0  # env create/destroy wait for a running promote rather than fail
 
 
@@ -59,6 +61,7 @@ class EnvironmentStatus:
     roles: tuple[str, ...]  # live, previous, preview
     preview_host: str
     instances: tuple[InstanceStatus, ...]
+    traffic: Traffic | None = None  # recent requests from Prometheus, when configured (bgci.metrics)
 
     @property
     def healthy(self) -> bool:
@@ -74,6 +77,7 @@ class Status:
     nginx: NginxStatus
     environments: tuple[EnvironmentStatus, ...]
     missing: tuple[str, ...] = field(default=())  # live/previous environments the scheduler no longer has
+    metrics_note: str = ""  # why there are no traffic figures
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -96,22 +100,31 @@ class Deployer:
 
     # -- switching ---------------------------------------------------------------------------------------
     def promote(self, name: str, wait_lock: float = 0.0, *, check: Callable[[Environment], None] | None = None,
-                note: str = "") -> SwitchResult:
+                reason: str = "") -> SwitchResult:
         """Make `name` live: healthy now, rendered, tested, renamed, reloaded, verified; else nothing changes.
 
         `check(env)` runs under the lock before anything changes (the test gate) and may refuse by
-        raising; `note` goes into the state history with the switch.
+        raising; `reason` goes into the state history with the switch.
         """
         with self.lock.hold(self.actor, f"promote {name}", wait_lock):
             env = self.scheduler.get(name)
             if check is not None:
                 check(env)
-            return self._switch(env, "promote", note)
+            return self._switch(env, "promote", reason)
 
-    def rollback(self, wait_lock: float = 0.0) -> SwitchResult:
-        """Make the previous environment live again, if it still runs and is healthy."""
-        with self.lock.hold(self.actor, "rollback", wait_lock):
+    def rollback(self, wait_lock: float = 0.0, *, reason: str = "", expect_live: Switch | None = None) -> SwitchResult:
+        """Make the previous environment live again, if it still runs and is healthy.
+
+        With a `reason` it is an automatic rollback (action "auto-rollback", the reason in the history);
+        with `expect_live` it happens only if that switch is still the live one (nobody switched since).
+        """
+        action = "auto-rollback" if reason else "rollback"
+        with self.lock.hold(self.actor, action, wait_lock):
             state = self.state()
+            if expect_live is not None and state.live != expect_live:
+                now = f"{state.live.env} ({state.live.action} at {state.live.at})" if state.live else "nothing"
+                raise RouterError(f"not rolled back: live changed since {expect_live.env} was promoted "
+                                  f"at {expect_live.at}; it is now {now}")
             if state.previous is None:
                 raise RouterError("nothing to roll back to: no previous environment was live")
             try:
@@ -119,14 +132,14 @@ class Deployer:
             except EnvironmentNotFound:
                 raise RouterError(f"cannot roll back: the previous environment {state.previous.env} no longer runs",
                                   hint="promote another environment instead") from None
-            return self._switch(env, "rollback")
+            return self._switch(env, action, reason)
 
-    def _switch(self, env: Environment, action: str, note: str = "") -> SwitchResult:
+    def _switch(self, env: Environment, action: str, reason: str = "") -> SwitchResult:
         started, started_at = self.clock(), time.time()
         upstream = self.check_healthy(env)
         state = self.state()
         switch = Switch(env=env.name, sha=env.sha, action=action, at=utc_now(), by=self.actor.who,
-                        build_url=self.actor.build_url, note=note)
+                        build_url=self.actor.build_url, reason=reason)
         new_state = state.after(switch)
         # Written only once nginx proved the switch; if writing fails, the router undoes the switch.
         self.router.switch_live(upstream, then=lambda: save_state(self.state_file, new_state))

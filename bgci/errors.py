@@ -197,6 +197,17 @@ class EnvironmentUnhealthy(RouterError):
     """An instance failed its health check, so the environment may not take (or keep) traffic."""
 
 
+class AnalysisFailed(TestsFailed):
+    """The traffic analysis of an environment failed (or had no data); carries the analysis and any rollback."""
+
+    def __init__(self, message: str, analysis: object = None, rollback: object = None, switch: object = None,
+                 **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.analysis = analysis
+        self.rollback = rollback
+        self.switch = switch  # the promote that was judged (and rolled back), when there was one
+
+
 # -- jenkins -----------------------------------------------------------------------------------------
 class JenkinsError(BgciError):
     """Jenkins refused or failed a request."""
@@ -228,3 +239,18 @@ class WaitInterrupted(JenkinsError):
 
 class JenkinsBuildFailed(JenkinsError):
     """A triggered build ended FAILURE, ABORTED or NOT_BUILT (UNSTABLE is TestsFailed, exit 7)."""
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+class MetricsError(BgciError):
+    """Prometheus (or another metrics system) could not be asked, or answered something unreadable."""
+
+    exit_code = 11
+
+
+class PrometheusError(MetricsError):
+    """Prometheus answered with an error, or not at all."""
+
+    def __init__(self, message: str, status_code: int | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.status_code = status_code

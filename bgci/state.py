@@ -63,15 +63,21 @@ class Switch:
 
     env: str
     sha: str
-    action: str  # promote | rollback
+    action: str  # promote | rollback | auto-rollback (a failed analysis undid a promote)
     at: str  # ISO 8601, UTC
     by: str
     build_url: str = ""
-    note: str = ""  # e.g. that the test gate was skipped, and by whom
+    reason: str = ""  # why, for an auto-rollback; left out of the file when empty (older bgci reads it)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.reason:
+            del data["reason"]
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Switch:
-        """Read one record; keys a newer bgci wrote are ignored, so old and new versions share a file."""
+    def from_dict(cls, data: Mapping[str, Any]) -> Switch:
+        """Known fields only: a file written by a newer bgci still reads."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -90,7 +96,7 @@ class RouterState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"live": _dict(self.live), "previous": _dict(self.previous),
-                "history": [asdict(s) for s in self.history]}
+                "history": [s.to_dict() for s in self.history]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterState:
@@ -102,7 +108,7 @@ class RouterState:
 
 
 def _dict(switch: Switch | None) -> dict[str, Any] | None:
-    return asdict(switch) if switch else None
+    return switch.to_dict() if switch else None
 
 
 def load_state(path: Path) -> RouterState:

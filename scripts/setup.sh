@@ -7,8 +7,10 @@ set -euo pipefail
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BASE_IMAGE=${BGCI_BASE_IMAGE:-bgci-base:bookworm}
 DEBIAN_MIRROR=${BGCI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# chromium: the tests open the switch report in it (headless; tests/test_switch_report.py)
-PACKAGES=(docker.io docker-registry nginx debootstrap groovy apache2-utils git chromium)
+# chromium: the tests open the switch report in it (headless; tests/test_switch_report.py).
+# prometheus, mtail, graphite-carbon, python3-whisper: the metrics tests start their own on loopback.
+PACKAGES=(docker.io docker-registry nginx debootstrap groovy apache2-utils git chromium
+          prometheus mtail graphite-carbon python3-whisper)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -34,7 +36,7 @@ install_packages() {
   [ -z "$own_policy" ] || rm -f "$policy"
   # Where systemd runs, keep them from starting at the next boot too (their units stay installed).
   if [ -d /run/systemd/system ]; then
-    for svc in nginx docker-registry; do
+    for svc in nginx docker-registry prometheus mtail; do
       [[ " ${missing[*]} " == *" $svc "* ]] && systemctl disable "$svc" >/dev/null 2>&1 || true
     done
   fi

@@ -93,7 +93,7 @@ def test_a_pass_of_another_image_with_the_same_sha_does_not_count(
 def test_the_override_is_explicit_and_recorded(project: Project) -> None:
     ok(project.bgci("promote", "gate-green", "--skip-test-gate"))
     history = load_state(project.settings.path("state.json")).history
-    assert history[-1].env == "gate-green" and "test gate skipped" in history[-1].note
+    assert history[-1].env == "gate-green" and "test gate skipped" in history[-1].reason
 
 
 @pytest.mark.docker
@@ -102,4 +102,4 @@ def test_an_app_can_turn_the_gate_off(project: Project, sample_build_b: SampleBu
     config.write_text(config.read_text().replace("[deploy]\n", "[deploy]\nrequire_tested = false\n", 1))
     ok(project.bgci("promote", "gate-green"))
     assert project.live() == (200, "gate-green", sample_build_b.sha)
-    assert load_state(project.settings.path("state.json")).history[-1].note == ""
+    assert load_state(project.settings.path("state.json")).history[-1].reason == ""

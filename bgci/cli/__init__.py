@@ -31,6 +31,9 @@ COMMANDS = {
     "rollback": "bgci.cli.router_cmds:rollback",
     "status": "bgci.cli.router_cmds:status",
     "jobs": "bgci.cli.jobs_cmds:jobs",
+    "analyze": "bgci.cli.metrics_cmds:analyze",
+    "exporter": "bgci.cli.metrics_cmds:exporter",
+    "targets": "bgci.cli.metrics_cmds:targets",
 }
 
 

@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_option
+from bgci.cli.metrics_cmds import promote_analyzed, promote_options
 from bgci.deployer import Status, SwitchResult
+from bgci.reports import Verdict
 from bgci.router import NginxStatus
 
 wait_lock_option = click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
@@ -66,17 +68,25 @@ def router_status(app: AppContext, as_json: bool) -> None:
 @wait_lock_option
 @click.option("--skip-test-gate", is_flag=True,
               help="Promote even if ENV's image digest has no passing `bgci test` (recorded in the history).")
+@promote_options
 @scheduler_option
 @json_option
 @report_options
 @pass_app
 def promote(app: AppContext, env: str, wait_lock: float, skip_test_gate: bool, scheduler: str | None,
-            as_json: bool, report: Path | None, report_before: float, report_after: float) -> None:
+            as_json: bool, report: Path | None, report_before: float, report_after: float, **analysis: object) -> None:
     """Make ENV live: every instance healthy now, nginx tested, switched, reloaded and verified.
 
     ENV's image digest must have passed `bgci test` ([deploy] require_tested, on by default).
-    On any failure the previous configuration is restored and the command exits non-zero.
+    On any failure the previous configuration is restored and the command exits non-zero. With
+    --analyze, a failing analysis of the live traffic rolls back by itself (exit 7).
     """
+    if analysis["analyze"] or analysis["analyze_preview"]:
+        promote_analyzed(app, env, scheduler=scheduler, wait_lock=wait_lock, as_json=as_json,
+                         describe=_describe_switch, options=analysis, skip_test_gate=skip_test_gate,
+                         on_switched=lambda result, verdict: _write_report(app, result, report, report_before,
+                                                                           report_after, verdict))
+        return
     app.log(f"promoting {env}")
     # A Jenkins abort undoes a switch under way.
     result = app.bgci(scheduler).promote(env, wait_lock=wait_lock, skip_test_gate=skip_test_gate)
@@ -98,9 +108,10 @@ def rollback(app: AppContext, wait_lock: float, scheduler: str | None, as_json: 
     _write_report(app, result, report, report_before, report_after)
 
 
-def _write_report(app: AppContext, result: SwitchResult, path: Path | None, before: float, after: float) -> None:
+def _write_report(app: AppContext, result: SwitchResult, path: Path | None, before: float, after: float,
+                  verdict: Verdict | None = None) -> None:
     if path is not None:
-        summary = app.bgci().switch_report(result, path, before=before, after=after)
+        summary = app.bgci().switch_report(result, path, before=before, after=after, verdict=verdict)
         app.log(f"switch report: {path}: {summary.describe()}")
 
 
@@ -148,6 +159,10 @@ def _describe_status(status: Status) -> str:
                      f"  created {env.created_at}")
         if env.preview_host:
             lines.append(f"      preview: http://{env.preview_host}")
+        if env.traffic is not None:
+            lines.append(f"      traffic: {env.traffic.describe()}")
         lines.extend(f"      {i.id:<24} {i.address:<22} {i.state:<10} {'healthy' if i.healthy else 'UNHEALTHY'}"
                      for i in env.instances)
+    if status.metrics_note:
+        lines.append(f"(traffic: {status.metrics_note})")
     return "\n".join(lines)

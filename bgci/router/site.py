@@ -68,9 +68,9 @@ class Site:
         for key, value in (("server_name", n.server_name), ("preview_domain", n.preview_domain)):
             if not HOSTNAME.match(value) or len(value) > 253:
                 raise ConfigError(f"nginx.{key}: {value!r} is not a host name")
-        requests_log = _safe_path(Layout(settings.path(n.dir)).requests_log)
+        requests_log = str(_safe_path(Layout(settings.path(n.dir)).requests_log)) if n.requests_log else ""
         return cls(app=settings.app, listen=n.listen, server_name=n.server_name.lower(),
-                   preview_domain=n.preview_domain.lower(), env_header=n.env_header, requests_log=str(requests_log))
+                   preview_domain=n.preview_domain.lower(), env_header=n.env_header, requests_log=requests_log)
 
     @property
     def log_format(self) -> str:

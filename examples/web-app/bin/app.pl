@@ -3,6 +3,8 @@
 #
 #   GET /        -> 200 text/plain, the git sha from $APP_DIR/REVISION (or "unknown")
 #   GET /health  -> 200 "ok"
+#   GET /metrics -> 200 Prometheus text: webapp_requests_total{path,status} summed over
+#                   the workers, process_start_time_seconds, webapp_info{revision}
 #   anything else-> 404
 #
 # Environment:
@@ -10,6 +12,8 @@
 #   WEB_APP_WORKERS        number of pre-forked workers, default 4
 #   WEB_APP_FAIL_AT_START  if 1: print an error and exit 1 immediately
 #   WEB_APP_ENV            only logged (production, jenkins, ...)
+#   WEB_APP_FAIL_PATH      answer 500 to every path under this prefix (a planted fault)
+#   WEB_APP_METRICS_DIR    where workers keep their request counts (default: a new temp dir)
 #
 # SIGTERM/SIGINT: the parent stops its workers (SIGKILL after 1 s) and exits 0.
 
@@ -22,6 +26,8 @@ use IO::Socket::INET;
 use IO::Select;
 use POSIX qw(WNOHANG strftime);
 use Time::HiRes qw(time sleep);
+use File::Path qw(remove_tree);
+use File::Temp qw(tempdir);
 use WebApp;
 
 $| = 1;
@@ -41,7 +47,39 @@ my $STOP_GRACE   = 1;        # seconds before workers get SIGKILL
 die "web-app: invalid WEB_APP_PORT '$PORT'\n"       unless $PORT    =~ /^\d+$/ && $PORT < 65536;
 die "web-app: invalid WEB_APP_WORKERS '$WORKERS'\n" unless $WORKERS =~ /^\d+$/ && $WORKERS > 0;
 
-my $app = WebApp->new(app_dir => "$FindBin::Bin/..");
+# Request counts: each worker keeps its own in memory and writes them to its own file after
+# each request (temp file + rename: a reader sees whole files); GET /metrics sums the files.
+# A worker that dies leaves its file, so the sums never go down.
+my $started     = time;
+my $own_dir     = !$ENV{WEB_APP_METRICS_DIR};
+my $METRICS_DIR = $ENV{WEB_APP_METRICS_DIR} || tempdir('web-app-metrics-XXXXXX', TMPDIR => 1);
+my %counts;
+
+sub write_counts {
+    my $file = "$METRICS_DIR/worker-$$";
+    open my $fh, '>', "$file.tmp" or return;
+    print $fh "$_\t$counts{$_}\n" for keys %counts;
+    close $fh or return;
+    rename "$file.tmp", $file;
+}
+
+sub read_counts {
+    my %sum;
+    for my $file (glob "$METRICS_DIR/worker-*") {
+        next if $file =~ /\.tmp\z/;
+        open my $fh, '<', $file or next;
+        while (my $line = <$fh>) {
+            chomp $line;
+            my ($path, $status, $n) = split /\t/, $line;
+            $sum{"$path\t$status"} += $n if defined $n && $n =~ /^\d+$/;
+        }
+        close $fh;
+    }
+    return \%sum;
+}
+
+my $app = WebApp->new(app_dir => "$FindBin::Bin/..", counts => \&read_counts, started => $started,
+                      fail_path => $ENV{WEB_APP_FAIL_PATH});
 
 my $listen = IO::Socket::INET->new(
     LocalAddr => '0.0.0.0',
@@ -128,6 +166,8 @@ sub handle {
         $off += $n;
     }
     shutdown($client, 1);
+    $counts{ WebApp::path_label($target) . "\t$status" }++;
+    write_counts();
     logline(sprintf '%s "%s %s %s" %d %d', $peer, $method, $target, $proto, $status, length $body);
 }
 
@@ -187,5 +227,6 @@ if (%kids) {
     while (%kids && (my $pid = waitpid(-1, 0)) > 0) { delete $kids{$pid} }
 }
 close $listen;
+remove_tree($METRICS_DIR) if $own_dir;
 logline("stopped");
 exit 0;
