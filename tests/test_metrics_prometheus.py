@@ -66,7 +66,7 @@ class Load:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, sample_build: SampleBuild,
-          sample_build_b: SampleBuild) -> Iterator[Stack]:
+          sample_build_b: SampleBuild, tested_builds: tuple[SampleBuild, SampleBuild]) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("metrics")
     bg = start_blue_green(workdir, docker_client, sample_build, sample_build_b, instances=2)
     bad = f"{sample_build.app}-bad"
