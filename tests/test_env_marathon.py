@@ -310,7 +310,8 @@ def test_cli_keep_failed_then_destroy_needs_force_while_the_app_crash_loops(
         docker_client: docker.DockerClient) -> None:
     # A config whose ready_timeout (also the wait for a Marathon lock) is short.
     config = tmp_path / "bgci.toml"
-    config.write_text((sample_build.repo / "bgci.toml").read_text() + "ready_timeout = 2\n")  # last table: [deploy]
+    text = (sample_build.repo / "bgci.toml").read_text()
+    config.write_text(text.replace("[deploy]\n", "[deploy]\nready_timeout = 2\n", 1))
     repo, name, env = sample_build.repo, f"{sample_build.app}-clikept", marathon_env(clean, sample_build)
     on = ["--config", str(config), "env"]
     failed = bgci(*on, "create", "--scheduler", "marathon", "--sha", sample_build.sha, "--name", name,

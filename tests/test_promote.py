@@ -159,7 +159,11 @@ def test_an_environment_answering_for_another_sha_is_not_promoted(bg: BlueGreen,
                                sha=sample_build_b.sha)
     bg.service.create(spec, timeout=60)
     try:
-        result = bgci(bg, "promote", name)
+        # The test gate sees it first: its digest is not the one green's commit passed its tests with.
+        gated = bgci(bg, "promote", name)
+        assert gated.returncode == 7 and "a different image" in error_line(gated)
+        # Past the gate (on purpose), nginx's verification still sees blue's sha answering.
+        result = bgci(bg, "promote", name, "--skip-test-gate")
         # Exit 9 (router), one clear line naming the mismatch and saying nothing changed.
         assert result.returncode == 9
         line = error_line(result)
