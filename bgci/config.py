@@ -12,15 +12,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shlex
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bgci.errors import ConfigError
+from bgci.schema import limits, read_dataclass
 
 CONFIG_FILE_NAME = "bgci.toml"
 APP_NAME_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$"  # a Docker repository path component
@@ -31,20 +30,13 @@ REGISTRY_PATTERN = (r"^$|^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za
                     r"(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
-def _limits(**kwargs: Any) -> Any:
-    """A dataclass field with validation metadata (choices, min, max, pattern, help)."""
-    default = kwargs.pop("default", dataclasses.MISSING)
-    factory = kwargs.pop("default_factory", dataclasses.MISSING)
-    return field(default=default, default_factory=factory, metadata=kwargs)
-
-
 # -- sections ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RegistrySettings:
-    url: str = _limits(default="", pattern=REGISTRY_PATTERN,
+    url: str = limits(default="", pattern=REGISTRY_PATTERN,
                        help="host[:port][/path] with no scheme, e.g. registry.example.com:5000/team; "
                             "empty keeps images local")
-    retry_seconds: float = _limits(default=60.0, min=0, max=3600)
+    retry_seconds: float = limits(default=60.0, min=0, max=3600)
 
 
 @dataclass(frozen=True)
@@ -54,11 +46,11 @@ class BuildSettings:
     infrastructure_paths: list[str] = field(default_factory=lambda: ["Dockerfile"])
     dependency_paths: list[str] = field(default_factory=list)
     install_command: str = ""
-    app_dir: str = _limits(default="/app", pattern=r"^/.+", help="an absolute path")
-    dependency_dir: str = _limits(default="/app/local", pattern=r"^/.+", help="an absolute path")
-    revision_file: str = _limits(default="REVISION", pattern=r"^[^/]+$", help="a file name")
-    max_age_hours: float = _limits(default=24.0, min=0)
-    layer_budget: int = _limits(default=100, min=2, max=127)
+    app_dir: str = limits(default="/app", pattern=r"^/.+", help="an absolute path")
+    dependency_dir: str = limits(default="/app/local", pattern=r"^/.+", help="an absolute path")
+    revision_file: str = limits(default="REVISION", pattern=r"^[^/]+$", help="a file name")
+    max_age_hours: float = limits(default=24.0, min=0)
+    layer_budget: int = limits(default=100, min=2, max=127)
     args: dict[str, str] = field(default_factory=dict)
 
 
@@ -73,8 +65,8 @@ class TestSettings:
         ]
     )
     env: dict[str, str] = field(default_factory=lambda: {"WEB_APP_ENV": "jenkins"})
-    junit_path: str = _limits(default="/app/junit_output.xml", pattern=r"^/.+", help="an absolute path")
-    timeout: float = _limits(default=600.0, min=1, max=86400)
+    junit_path: str = limits(default="/app/junit_output.xml", pattern=r"^/.+", help="an absolute path")
+    timeout: float = limits(default=600.0, min=1, max=86400)
     extra_packages: list[str] = field(default_factory=list)
     results_dir: str = "test-results"
 
@@ -82,41 +74,41 @@ class TestSettings:
 @dataclass(frozen=True)
 class SmokeCheck:
     name: str
-    path: str = _limits(default="/", pattern=r"^/", help="a path starting with /")
-    method: str = _limits(default="GET", choices=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"])
-    status: int = _limits(default=200, min=100, max=599)
+    path: str = limits(default="/", pattern=r"^/", help="a path starting with /")
+    method: str = limits(default="GET", choices=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"])
+    status: int = limits(default=200, min=100, max=599)
     body_contains: str = ""
     body_regex: str = ""
     headers: dict[str, str] = field(default_factory=dict)
-    timeout: float = _limits(default=5.0, min=0.01, max=600)
+    timeout: float = limits(default=5.0, min=0.01, max=600)
 
 
 @dataclass(frozen=True)
 class MarathonSettings:
     urls: list[str] = field(default_factory=list)
-    cpus: float = _limits(default=0.25, min=0.01)
-    mem: float = _limits(default=128.0, min=8)
+    cpus: float = limits(default=0.25, min=0.01)
+    mem: float = limits(default=128.0, min=8)
     constraints: list[list[str]] = field(default_factory=list)
-    minimum_health_capacity: float = _limits(default=1.0, min=0, max=1)
-    maximum_over_capacity: float = _limits(default=1.0, min=0, max=1)
-    request_timeout: float = _limits(default=10.0, min=0.1, max=600)
+    minimum_health_capacity: float = limits(default=1.0, min=0, max=1)
+    maximum_over_capacity: float = limits(default=1.0, min=0, max=1)
+    request_timeout: float = limits(default=10.0, min=0.1, max=600)
     # `bgci env logs` reads task sandboxes from each task's Mesos agent: http://<task host>:<agent_port>
-    agent_port: int = _limits(default=5051, min=1, max=65535)
+    agent_port: int = limits(default=5051, min=1, max=65535)
 
 
 @dataclass(frozen=True)
 class DeploySettings:
-    scheduler: str = _limits(default="local", choices=["local", "marathon"])
-    instances: int = _limits(default=2, min=1, max=100)
-    container_port: int = _limits(default=8000, min=1, max=65535)
-    health_path: str = _limits(default="/health", pattern=r"^/", help="a path starting with /")
-    ready_timeout: float = _limits(default=60.0, min=1, max=3600)
+    scheduler: str = limits(default="local", choices=["local", "marathon"])
+    instances: int = limits(default=2, min=1, max=100)
+    container_port: int = limits(default=8000, min=1, max=65535)
+    health_path: str = limits(default="/health", pattern=r"^/", help="a path starting with /")
+    ready_timeout: float = limits(default=60.0, min=1, max=3600)
     bind_address: str = "127.0.0.1"
     # Promote only images whose digest passed `bgci test` (recorded as <app>:tested-<sha>).
     require_tested: bool = True
     # Docker's log driver and its options for every instance (local: HostConfig.LogConfig; Marathon: the
     # container's log-driver/log-opt parameters); "" keeps the engine's default (json-file, usually).
-    log_driver: str = _limits(default="", pattern=r"^[A-Za-z0-9][A-Za-z0-9_./:-]*$|^$", help="a Docker log driver "
+    log_driver: str = limits(default="", pattern=r"^[A-Za-z0-9][A-Za-z0-9_./:-]*$|^$", help="a Docker log driver "
                               "name such as json-file, local, journald, syslog, fluentd")
     log_options: dict[str, str] = field(default_factory=dict)
     marathon: MarathonSettings = field(default_factory=MarathonSettings)
@@ -124,19 +116,19 @@ class DeploySettings:
 
 @dataclass(frozen=True)
 class NginxSettings:
-    mode: str = _limits(default="embedded", choices=["embedded", "system"])
+    mode: str = limits(default="embedded", choices=["embedded", "system"])
     dir: str = ".bgci/nginx"
     listen: str = "127.0.0.1:8080"
-    server_name: str = _limits(default="", help="the live hostname; empty means <app>.localhost")
+    server_name: str = limits(default="", help="the live hostname; empty means <app>.localhost")
     preview_domain: str = "preview.localhost"
     nginx_binary: str = "nginx"
     test_command: list[str] = field(default_factory=list)
     reload_command: list[str] = field(default_factory=list)
-    env_header: str = _limits(default="X-Bgci-Environment", pattern=r"^[A-Za-z0-9-]+$", help="a header name")
+    env_header: str = limits(default="X-Bgci-Environment", pattern=r"^[A-Za-z0-9-]+$", help="a header name")
     state_file: str = ".bgci/state.json"
-    verify_timeout: float = _limits(default=10.0, min=0.1, max=600)
+    verify_timeout: float = limits(default=10.0, min=0.1, max=600)
     # What promote asks nginx for to prove the switch: the env header, and (verify_sha) the sha in the body.
-    verify_path: str = _limits(default="/", pattern=r"^/[^\s]*$", help="a path starting with /")
+    verify_path: str = limits(default="/", pattern=r"^/[^\s]*$", help="a path starting with /")
     verify_sha: bool = True
     # One JSON line per proxied request in <dir>/logs/requests.log: what bgci's request metrics read.
     requests_log: bool = True
@@ -146,42 +138,42 @@ class NginxSettings:
 class JenkinsSettings:
     """The app's Jenkins jobs (`bgci jobs`); user and API token come from the environment only."""
 
-    url: str = _limits(default="", pattern=r"^(https?://\S+)?$", help="an http(s):// URL")
-    folder: str = _limits(default="", pattern=r"^([^/\s]+(/[^/\s]+)*)?$", help="a folder path like ci/web")
+    url: str = limits(default="", pattern=r"^(https?://\S+)?$", help="an http(s):// URL")
+    folder: str = limits(default="", pattern=r"^([^/\s]+(/[^/\s]+)*)?$", help="a folder path like ci/web")
     jobs_dir: str = "jobs"  # the app's own job templates and macros, relative to bgci.toml
     git_url: str = ""
-    branch: str = _limits(default="main", pattern=r"^\S+$", help="a branch name")
+    branch: str = limits(default="main", pattern=r"^\S+$", help="a branch name")
     git_credentials_id: str = ""
-    build_label: str = _limits(default="docker", pattern=r"\S", help="a label expression")
-    router_label: str = _limits(default="router", pattern=r"\S", help="a label expression")
-    registry_credentials_id: str = _limits(default="bgci-registry", pattern=r"^\S+$", help="a credentials id")
+    build_label: str = limits(default="docker", pattern=r"\S", help="a label expression")
+    router_label: str = limits(default="router", pattern=r"\S", help="a label expression")
+    registry_credentials_id: str = limits(default="bgci-registry", pattern=r"^\S+$", help="a credentials id")
     full_schedule: str = "H H(2-5) * * *"
     poll_schedule: str = "H/5 * * * *"  # "" = only the git plugin's push notifications
     jenkinsfile: str = "Jenkinsfile"
     # The router agent's one directory for nginx files and the state file: jobs that touch the router
     # export it as BGCI_ROUTER_DIR, so every job, whatever its workspace, acts on the same state.
-    router_dir: str = _limits(default="", pattern=r"^(/[A-Za-z0-9._/-]*)?$", help="an absolute path")
+    router_dir: str = limits(default="", pattern=r"^(/[A-Za-z0-9._/-]*)?$", help="an absolute path")
     params: dict[str, str] = field(default_factory=dict)  # extra template parameters for the app's own jobs
-    timeout: float = _limits(default=30.0, min=1, max=600)
+    timeout: float = limits(default=30.0, min=1, max=600)
 
 
 @dataclass(frozen=True)
 class MetricsSettings:
     """Prometheus, the file_sd targets, the deploy events and the analysis gate (`bgci analyze`, --analyze)."""
 
-    prometheus_url: str = _limits(default="", pattern=r"^(https?://\S+)?$", help="an http(s):// URL")
-    graphite: str = _limits(default="", pattern=r"^(\S+:[0-9]{1,5})?$", help="host:port of carbon's line receiver")
+    prometheus_url: str = limits(default="", pattern=r"^(https?://\S+)?$", help="an http(s):// URL")
+    graphite: str = limits(default="", pattern=r"^(\S+:[0-9]{1,5})?$", help="host:port of carbon's line receiver")
     exporter_listen: str = "127.0.0.1:9469"
     targets_file: str = ".bgci/targets.json"  # Prometheus file_sd; "" keeps none
     events_file: str = ".bgci/events.jsonl"  # create, destroy, promote, rollback, auto-rollback
     # Seconds from a request to Prometheus having it: nginx's log flush (1 s), the exporter, a scrape.
-    lag: float = _limits(default=20.0, min=0, max=600)
-    window: float = _limits(default=60.0, min=1, max=86400)
-    max_error_ratio: float = _limits(default=0.01, min=0, max=1)
-    max_p95_ms: float = _limits(default=0.0, min=0, help="0 means no latency limit")
-    min_requests: int = _limits(default=1, min=1)
-    status_window: float = _limits(default=60.0, min=1, max=86400)
-    query_timeout: float = _limits(default=10.0, min=0.1, max=600)
+    lag: float = limits(default=20.0, min=0, max=600)
+    window: float = limits(default=60.0, min=1, max=86400)
+    max_error_ratio: float = limits(default=0.01, min=0, max=1)
+    max_p95_ms: float = limits(default=0.0, min=0, help="0 means no latency limit")
+    min_requests: int = limits(default=1, min=1)
+    status_window: float = limits(default=60.0, min=1, max=86400)
+    query_timeout: float = limits(default=10.0, min=0.1, max=600)
 
 
 @dataclass(frozen=True)
@@ -200,7 +192,7 @@ class Credentials:
 class Settings:
     """Everything bgci knows about one app, built once and passed down."""
 
-    app: str = _limits(pattern=APP_NAME_PATTERN, help="lower-case letters, digits and . _ -")
+    app: str = limits(pattern=APP_NAME_PATTERN, help="lower-case letters, digits and . _ -")
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     build: BuildSettings = field(default_factory=BuildSettings)
     test: TestSettings = field(default_factory=TestSettings)
@@ -263,7 +255,7 @@ def load_settings(config_file: Path | None = None, environ: typing.Mapping[str, 
 
     raw = _apply_environment(raw, environ)
     problems: list[str] = []
-    values = _read_dataclass(Settings, raw, "", path, problems)
+    values = read_dataclass(Settings, raw, "", path, problems)
     problems = [_name_source(problem, environ) for problem in problems]
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems=[f"{path.name}: {p}" for p in problems])
@@ -345,89 +337,3 @@ def _jenkins_credentials(environ: typing.Mapping[str, str]) -> Credentials:
     token = next((t for t in (_secret(environ, n) for n in ("BGCI_JENKINS_TOKEN", "BGCI_JENKINS_PASSWORD",
                                                             "JENKINS_API_TOKEN")) if t), "")
     return Credentials(username=username, password=token, token=token)
-
-
-# -- the validator: walks a dataclass's fields and collects problems ---------------------------------
-def _read_dataclass(cls: type, table: Any, where: str, path: Path, problems: list[str]) -> Any:
-    if not isinstance(table, dict):
-        problems.append(f"{where or 'top level'}: expected a table, got {_kind(table)}")
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    for key in table:
-        if key not in fields:
-            allowed = ", ".join(sorted(fields))
-            problems.append(f"{_join(where, key)}: unknown key (allowed: {allowed})")
-    values: dict[str, Any] = {}
-    for name, fld in fields.items():
-        key = _join(where, name)
-        if name not in table:
-            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
-                problems.append(f"{key}: required")
-            continue
-        values[name] = _read_value(hints[name], table[name], key, fld.metadata, path, problems)
-    try:
-        return cls(**values)
-    except TypeError:
-        return None  # a required field was missing; already reported
-
-
-def _read_value(hint: Any, value: Any, key: str, limits: typing.Mapping[str, Any], path: Path,
-                problems: list[str]) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _read_dataclass(hint, value, key, path, problems)
-    if origin is list:
-        (item_hint,) = typing.get_args(hint)
-        if item_hint is str and isinstance(value, str) and key.endswith("command"):
-            return _split_command(value, key, problems)  # a command may be written as one string
-        if not isinstance(value, list):
-            problems.append(f"{key}: expected a list, got {_kind(value)}")
-            return []
-        if dataclasses.is_dataclass(item_hint):  # an array of tables, like [[smoke]]
-            return [_read_dataclass(item_hint, v, f"{key}[{i}]", path, problems) for i, v in enumerate(value)]
-        return [_read_value(item_hint, v, f"{key}[{i}]", {}, path, problems) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            problems.append(f"{key}: expected a table of strings")
-            return {}
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return _read_scalar(hint, value, key, limits, problems)
-
-
-def _read_scalar(hint: Any, value: Any, key: str, limits: typing.Mapping[str, Any], problems: list[str]) -> Any:
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
-        problems.append(f"{key}: expected {hint.__name__}, got {_kind(value)}")
-        return value
-    allowed = limits.get("help")
-    if "choices" in limits and value not in limits["choices"]:
-        problems.append(f"{key}: {value!r} is not allowed (allowed: {', '.join(limits['choices'])})")
-    if "min" in limits and value < limits["min"]:
-        problems.append(f"{key}: {value!r} is below the minimum {limits['min']}")
-    if "max" in limits and value > limits["max"]:
-        problems.append(f"{key}: {value!r} is above the maximum {limits['max']}")
-    if "pattern" in limits and not re.match(limits["pattern"], value):
-        problems.append(f"{key}: {value!r} is not allowed (allowed: {allowed or limits['pattern']})")
-    return value
-
-
-def _split_command(value: str, key: str, problems: list[str]) -> list[str]:
-    """A command written as one string, split as a POSIX shell would (quotes kept together)."""
-    try:
-        return shlex.split(value)
-    except ValueError as exc:  # an unclosed quote
-        problems.append(f"{key}: {value!r} cannot be split into words: {exc}")
-        return []
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _kind(value: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
