@@ -76,11 +76,23 @@ make_base_image() {
   rm -rf "$root"
 }
 
+# bgci installed from this checkout, with every requirement of pyproject.toml (test extras included)
+# present: a checkout that added a dependency since the last install gets it.
+python_package_ready() {
+  # From /, so that `import bgci` finds the installed package, not this checkout's directory.
+  (cd / && python3 - "$REPO_DIR" <<'PY' 2>/dev/null
+import importlib.metadata as metadata, os, re, sys, tomllib
+import bgci
+assert os.path.dirname(os.path.dirname(bgci.__file__)) == sys.argv[1]
+project = tomllib.load(open(os.path.join(sys.argv[1], "pyproject.toml"), "rb"))["project"]
+for requirement in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+    metadata.version(re.match(r"[A-Za-z0-9_.-]+", requirement).group(0))
+PY
+  ) && command -v bgci >/dev/null
+}
+
 install_python_package() {
-  if python3 -c 'import bgci, pytest, ruff' 2>/dev/null \
-     && [ "$(python3 -c 'import bgci,os;print(os.path.dirname(os.path.dirname(bgci.__file__)))')" = "$REPO_DIR" ]; then
-    return 0
-  fi
+  python_package_ready && return 0
   log "installing bgci with its test extras"
   python3 -m pip install -q -e "$REPO_DIR[test]"
 }
