@@ -118,8 +118,8 @@ python3 "$REPO_DIR/scripts/load.py" --url "http://127.0.0.1:$HTTP_PORT/?user=1" 
   --out "$WORK/load-bad.json" >/dev/null &
 LOAD_PID=$!
 
-step "a bad build: its tests pass, its health check passes, but real traffic (with a query string) gets 500"
-perl -0pi -e 's{(\s+return text\(200, \$self->revision)}{\n        return text(500, "bug: a query string crashes this build\\n") if \$target =~ /\\?/;$1}' lib/WebApp.pm
+step "a bad build: its tests and health check pass, but real traffic (?user=...) gets 500"
+perl -0pi -e 's{(\s+return text\(200, \$self->revision)}{\n        return text(500, "bug: a user parameter crashes this build\\n") if \$target =~ /[?&]user=/;$1}' lib/WebApp.pm
 git -c user.name=demo -c user.email=demo@bgci commit -qam "a bug only real traffic meets"
 bgci build auto
 BAD_SHA=$(bgci sha)
