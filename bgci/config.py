@@ -301,6 +301,10 @@ def _apply_environment(raw: dict[str, Any], environ: typing.Mapping[str, str]) -
             raise ConfigError(f"BGCI_ROUTER_DIR {router!r}: must be an absolute path",
                               hint="e.g. /var/lib/bgci/<app>, the same on every job of the router agent")
         raw["nginx"] = {**raw.get("nginx", {}), "dir": f"{router}/nginx", "state_file": f"{router}/state.json"}
+        # The deploy events and the scrape targets describe the same router's environments.
+        metrics = raw.get("metrics", {})
+        raw["metrics"] = {**metrics, "events_file": f"{router}/events.jsonl",
+                          **({"targets_file": f"{router}/targets.json"} if metrics.get("targets_file", True) else {})}
     if environ.get("BGCI_MARATHON_URLS"):
         deploy = dict(raw.get("deploy", {}))
         urls = [u.strip() for u in environ["BGCI_MARATHON_URLS"].split(",") if u.strip()]

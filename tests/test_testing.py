@@ -89,7 +89,7 @@ def test_passing_suite_in_the_test_image_lists_every_test(docker_client: docker.
     assert report.junit_file == tmp_path / f"unit-{sample_build.sha}.xml"
     root = assert_jenkins_readable(report.junit_file)
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert sorted(suites) == ["t_01_routes_t", "t_02_server_t", "t_03_memcached_t"]
+    assert sorted(suites) == ["t_01_routes_t", "t_02_server_t", "t_03_memcached_t", "t_04_metrics_t"]
     props = {p.get("name"): p.get("value") for p in suites["t_01_routes_t"].find("properties")}
     assert props["bgci.digest"] == prod.digest and props["bgci.sha"] == sample_build.sha
     assert props["bgci.run-image"] == test_image.reference == report.run_image

@@ -159,6 +159,10 @@ sub handle {
     $resp .= "Connection: close\r\n\r\n";
     $resp .= $body unless $method eq 'HEAD';
 
+    # Counted before the answer goes out: a client that reads /metrics right after its answer
+    # must find its request counted, whichever worker serves it.
+    $counts{ WebApp::path_label($target) . "\t$status" }++;
+    write_counts();
     my $off = 0;
     while ($off < length $resp) {
         my $n = syswrite($client, $resp, length($resp) - $off, $off);
@@ -166,8 +170,6 @@ sub handle {
         $off += $n;
     }
     shutdown($client, 1);
-    $counts{ WebApp::path_label($target) . "\t$status" }++;
-    write_counts();
     logline(sprintf '%s "%s %s %s" %d %d', $peer, $method, $target, $proto, $status, length $body);
 }
 

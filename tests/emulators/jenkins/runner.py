@@ -285,8 +285,10 @@ class BuildRunner:
         self.kill_cookie(cookie, signal.SIGTERM)
 
         def hard_kill() -> None:
+            # ProcessTree.killAll signals each process and gives each the soft-kill wait (5 s) to go:
+            # the step's shell may be gone at once while a child (bgci) still cleans up.
             deadline = time.monotonic() + self.emu.kill_grace
-            while time.monotonic() < deadline and proc.poll() is None:
+            while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
                 time.sleep(0.05)
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -415,3 +417,14 @@ class BuildRunner:
                     "upstreamBuild": build.number, "upstreamProject": job.full_name,
                     "upstreamUrl": "".join(f"job/{p}/" for p in job.full_name.split("/")),
                 }])
+
+
+def _group_alive(pgid: int) -> bool:
+    """Does any process of this process group still run?"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
