@@ -25,13 +25,23 @@ DEFAULT_TIMEOUT = 300  # seconds; a commit or a push of a big layer can take a w
 UNAVAILABLE_HINT = "start dockerd (scripts/setup.sh does) or set DOCKER_HOST"
 
 
+_clients: dict[tuple[str, int], docker.DockerClient] = {}
+
+
 def connect(timeout: int = DEFAULT_TIMEOUT) -> docker.DockerClient:
     """A client for DOCKER_HOST (default: the local socket). Negotiating the API version is the
-    first request, so an engine that does not answer fails here, clearly."""
+    first request, so an engine that does not answer fails here, clearly.
+
+    One client per engine and process: the scheduler, the test gate and the builds share its
+    connection pool and its one version negotiation.
+    """
     import docker
 
-    with engine_errors("connect to the Docker engine"):
-        return docker.from_env(version="auto", timeout=timeout)
+    key = (engine_address(), timeout)
+    if key not in _clients:
+        with engine_errors("connect to the Docker engine"):
+            _clients[key] = docker.from_env(version="auto", timeout=timeout)
+    return _clients[key]
 
 
 def engine_address() -> str:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_option
 from bgci.cli.metrics_cmds import promote_analyzed, promote_options
-from bgci.deployer import Status, SwitchResult
-from bgci.reports import Verdict
-from bgci.router import NginxStatus
+
+if TYPE_CHECKING:  # only in annotations: `bgci promote` imports the router when it builds it, not before
+    from bgci.deployer import Status, SwitchResult
+    from bgci.reports import Verdict
+    from bgci.router import NginxStatus
 
 wait_lock_option = click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
                                 show_default=True, help="Wait this long for another promote/rollback to finish.")
