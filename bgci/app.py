@@ -1,7 +1,7 @@
 """The application layer: one object per app, built once from the settings, that the CLI and Python users call.
 
-It owns the collaborators (the Docker client, the scheduler, the nginx router,
-the probe session, the deployer) and the lifecycle operations that must hold
+It owns the collaborators (the Docker clients, the scheduler, the nginx router,
+the deployer) and the lifecycle operations that must hold
 together: an environment is created and then given its preview; it is checked,
 unrouted and destroyed under the one switch lock that promote and rollback
 hold, so no promote can slip in between. Everything is built on first use, so
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     import docker
-    import requests
 
     from bgci.deployer import Deployer, Status, SwitchResult
+    from bgci.engine import EngineReader
     from bgci.environments import EnvironmentService
     from bgci.images import ImageRef
     from bgci.reports import SwitchReport, Verdict
@@ -74,23 +74,26 @@ class Bgci(MetricsMixin):
         return connect()
 
     @cached_property
+    def engine(self) -> EngineReader:
+        """Read-only engine access (bgci.engine): docker-py's client when this process has one already,
+        else the light client, so `bgci promote` never imports docker-py."""
+        from bgci import engine
+
+        if "docker" in self.__dict__:
+            return engine.DockerPyReader(self.docker)
+        return engine.connect()
+
+    @cached_property
     def scheduler(self) -> Scheduler:
         from bgci.schedulers import get_scheduler
 
         return get_scheduler(self.settings, self.scheduler_name, force=self.force)
 
     @cached_property
-    def probe_session(self) -> requests.Session:
-        """The session for every instance and nginx check: never through a proxy from the environment."""
-        from bgci.probe import direct_session
-
-        return direct_session()
-
-    @cached_property
     def router(self) -> NginxRouter:
         from bgci.router import NginxRouter
 
-        return NginxRouter.from_settings(self.settings, session=self.probe_session)
+        return NginxRouter.from_settings(self.settings)
 
     @cached_property
     def deployer(self) -> Deployer:
@@ -99,7 +102,7 @@ class Bgci(MetricsMixin):
 
         return Deployer(self.scheduler, self.router, state_file=self.settings.path(self.settings.nginx.state_file),
                         lock=SwitchLock(self.router.layout.lock_file), actor=Actor.from_environment(self.environ),
-                        health_path=self.settings.deploy.health_path, session=self.probe_session)
+                        health_path=self.settings.deploy.health_path)
 
     @cached_property
     def environments(self) -> EnvironmentService:
@@ -203,7 +206,7 @@ class Bgci(MetricsMixin):
     def _check_tested(self, environment: Environment) -> None:
         from bgci.gate import check_tested
 
-        check_tested(self.docker, self.settings, environment)
+        check_tested(self.engine, self.settings, environment)
 
     def rollback(self, *, wait_lock: float = 0.0) -> SwitchResult:
         result = self.deployer.rollback(wait_lock=wait_lock)

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bgci.errors import ConfigError, EnvironmentNotFound, EnvironmentUnhealthy, RouterError, UnsafeUpstream
-from bgci.probe import PROBE_TIMEOUT, check_health, direct_session
+from bgci.probe import PROBE_TIMEOUT, check_health
 from bgci.router import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
 from bgci.schedulers.base import Environment, Instance, Scheduler
 from bgci.state import Actor, RouterState, Switch, SwitchLock, load_state, save_state, utc_now
 
 if TYPE_CHECKING:
-    import requests
-
     from bgci.metrics.analysis import Traffic
 
 PREVIEW_LOCK_WAIT = 60.0  # env create/destroy wait for a running promote rather than fail
@@ -90,12 +88,10 @@ class Deployer:
     """Switches the live name between environments of one app, safely and one at a time."""
 
     def __init__(self, scheduler: Scheduler, router: NginxRouter, *, state_file: Path, lock: SwitchLock,
-                 actor: Actor, health_path: str = "/health", session: requests.Session | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 actor: Actor, health_path: str = "/health", clock: Callable[[], float] = time.monotonic) -> None:
         self.scheduler, self.router = scheduler, router
         self.state_file, self.lock, self.actor = state_file, lock, actor
         self.health_path = health_path
-        self.session = session or direct_session()  # probes go straight to the instances, never via a proxy
         self.clock = clock
 
     # -- switching ---------------------------------------------------------------------------------------
@@ -176,7 +172,8 @@ class Deployer:
         if not instance.host or not instance.port:
             return f"no address ({instance.state})"
         validate_address(instance.host, instance.port)
-        problem = check_health(self.session, instance.host, instance.port, self.health_path, timeout=PROBE_TIMEOUT)
+        # Straight to the instance, never via a proxy (bgci.probe).
+        problem = check_health(instance.host, instance.port, self.health_path, timeout=PROBE_TIMEOUT)
         return f"{problem} ({instance.state})" if problem and not problem.startswith("HTTP") else problem
 
     def _probe_for_status(self, instance: Instance) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -53,29 +54,47 @@ def engine_errors(action: str, error: type[BgciError] = BgciError, hint: str | N
     """Raise a BgciError for any Docker or HTTP error inside: `error` for the engine's refusals,
     ImageNotFound for a missing image, DockerUnavailable when the engine does not answer.
 
+    Covers docker-py's errors and the light client's (bgci.engine), and imports docker-py and
+    requests only to look at an error, when they were imported (so raised it) already.
     Usable as a decorator too (contextmanager objects are ContextDecorators).
     """
-    import requests
-    from docker.errors import APIError, DockerException
-    from docker.errors import ImageNotFound as DockerImageNotFound
-
     try:
         yield
     except BgciError:
         raise
-    except DockerImageNotFound as exc:
-        raise ImageNotFound(f"{action}: {explanation(exc)}",
-                            hint="build it with `bgci build auto`, or set BGCI_REGISTRY to pull it") from None
-    except APIError as exc:
-        raise error(f"{action}: the Docker engine said: {explanation(exc)}", hint=hint) from None
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _unavailable(action, exc) from None
-    except DockerException as exc:
+    except Exception as exc:
+        converted = _converted(exc, action, error, hint)
+        if converted is None:
+            raise
+        raise converted from None
+
+
+def _converted(exc: Exception, action: str, error: type[BgciError], hint: str | None) -> BgciError | None:
+    """The BgciError for an engine error, None for any other exception (it propagates as it is)."""
+    from bgci.engine import EngineAPIError
+
+    if isinstance(exc, EngineAPIError):
+        return error(f"{action}: the Docker engine said: {explanation(exc)}", hint=hint)
+    if "docker" not in sys.modules and "requests" not in sys.modules:
+        return None  # neither was used, so neither raised it
+    import requests
+    from docker.errors import APIError, DockerException
+    from docker.errors import ImageNotFound as DockerImageNotFound
+
+    if isinstance(exc, DockerImageNotFound):
+        return ImageNotFound(f"{action}: {explanation(exc)}",
+                             hint="build it with `bgci build auto`, or set BGCI_REGISTRY to pull it")
+    if isinstance(exc, APIError):
+        return error(f"{action}: the Docker engine said: {explanation(exc)}", hint=hint)
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return _unavailable(action, exc)
+    if isinstance(exc, DockerException):
         if _is_connection_problem(exc):
-            raise _unavailable(action, exc) from None
-        raise error(f"{action}: {first_line(exc)}", hint=hint) from None
-    except requests.RequestException as exc:
-        raise error(f"{action}: {type(exc).__name__}: {first_line(exc)}", hint=hint) from None
+            return _unavailable(action, exc)
+        return error(f"{action}: {first_line(exc)}", hint=hint)
+    if isinstance(exc, requests.RequestException):
+        return error(f"{action}: {type(exc).__name__}: {first_line(exc)}", hint=hint)
+    return None
 
 
 def explanation(exc: Exception) -> str:

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 from bgci.dockerhost import engine_errors
 from bgci.errors import ImageNotFound, RegistryError, UntestedImage
-from bgci.registry import push_image
 
 if TYPE_CHECKING:
     import docker
 
     from bgci.config import Settings
+    from bgci.engine import EngineReader
     from bgci.images import ImageRef
     from bgci.schedulers.base import Environment
 
@@ -35,6 +35,8 @@ def tested_tag(sha: str) -> str:
 @engine_errors("record the test pass", RegistryError)
 def record_pass(client: docker.DockerClient, settings: Settings, image: ImageRef, log: Log) -> str:
     """Tag the tested image `<repo>:tested-<sha>` (pushed when it came from the registry); the reference."""
+    from bgci.registry import push_image
+
     if not image.sha:
         raise UntestedImage(f"image {image.reference} has no revision label: its pass cannot be recorded by sha")
     repository, tag = settings.image_repository, tested_tag(image.sha)
@@ -46,33 +48,27 @@ def record_pass(client: docker.DockerClient, settings: Settings, image: ImageRef
     return f"{repository}:{tag}"
 
 
-def tested_digest(client: docker.DockerClient, settings: Settings, sha: str) -> str:
-    """The digest `<repo>:tested-<sha>` names now, or '' when there is no such pass."""
+def tested_digest(reader: EngineReader, settings: Settings, sha: str) -> str:
+    """The digest `<repo>:tested-<sha>` names now, or '' when there is no such pass.
+
+    `reader` is read-only (bgci.engine): the light client, so that promote's check needs no docker-py.
+    """
     reference = f"{settings.image_repository}:{tested_tag(sha)}"
     with engine_errors(f"look up {reference}", RegistryError):
-        from docker.errors import APIError, NotFound
-
         if not settings.registry.url:
-            try:
-                return str(client.images.get(reference).id)
-            except NotFound:
-                return ""
-        try:
-            answer = client.api.inspect_distribution(reference, auth_config=_auth(settings))
-        except APIError as exc:
-            if exc.status_code == 404:  # "manifest unknown": the registry has no such tag
-                return ""
-            raise
-        return str((answer.get("Descriptor") or {}).get("digest", ""))
+            image = reader.inspect_image(reference)
+            return str(image["Id"]) if image else ""
+        answer = reader.distribution(reference, auth=_auth(settings))  # None: "manifest unknown", no such tag
+        return str(((answer or {}).get("Descriptor") or {}).get("digest", ""))
 
 
-def check_tested(client: docker.DockerClient, settings: Settings, env: Environment) -> None:
+def check_tested(reader: EngineReader, settings: Settings, env: Environment) -> None:
     """Raise UntestedImage unless env's image digest has a recorded pass of `bgci test`."""
     if not env.sha:
         raise UntestedImage(f"environment {env.name} names no sha, so no test pass can vouch for it",
                             hint="promote with --skip-test-gate to override")
     try:
-        digest = tested_digest(client, settings, env.sha)
+        digest = tested_digest(reader, settings, env.sha)
     except ImageNotFound:
         digest = ""
     if digest and digest == env.digest:

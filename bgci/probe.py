@@ -1,32 +1,19 @@
 """One health probe, used wherever bgci asks an instance "are you healthy now?".
 
-Probes go straight to the instance (or to bgci's own nginx): never through an
-HTTP proxy from the environment (Jenkins agents often set http_proxy, and a
-proxy cannot reach loopback or cluster-internal addresses), never with .netrc
-credentials, never retried by urllib3 (the caller's poll loop is the retry).
+Probes go straight to the instance (or to bgci's own nginx) over the standard
+library's http.client: never through an HTTP proxy from the environment
+(http.client never reads http_proxy/no_proxy, and Jenkins agents often set them,
+though a proxy cannot reach loopback or cluster-internal addresses), never with
+.netrc credentials, never retried (the caller's poll loop is the retry), never
+following a redirect. It keeps `bgci promote` free of requests' import cost.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import requests
+import http.client
+from dataclasses import dataclass
 
 PROBE_TIMEOUT = (1.0, 2.0)  # connect, read: loopback and cluster networks answer in milliseconds
-POOL_SIZE = 16
-
-
-def direct_session(pool_size: int = POOL_SIZE) -> requests.Session:
-    """A requests Session that ignores proxy variables and .netrc (trust_env off), without retries."""
-    import requests
-
-    session = requests.Session()
-    session.trust_env = False
-    adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def http_host(host: str) -> str:
@@ -34,17 +21,47 @@ def http_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def check_health(session: requests.Session, host: str, port: int, path: str, *,
-                 timeout: tuple[float, float] = PROBE_TIMEOUT) -> str:
-    """'' when http://host:port/path answers 2xx now, else what is wrong (one short phrase).
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read whole."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def get(host: str, port: int, path: str, *, headers: dict[str, str] | None = None,
+        timeout: tuple[float, float] = PROBE_TIMEOUT) -> Answer:
+    """GET http://host:port/path on a new connection (Connection: close), redirects not followed.
+
+    `timeout` is (connect, read) seconds. Raises OSError (refused, reset, timed out) or
+    http.client.HTTPException (a malformed or missing answer).
+    """
+    connect_timeout, read_timeout = timeout
+    connection = http.client.HTTPConnection(host.strip("[]"), port, timeout=connect_timeout)
+    try:
+        connection.connect()
+        if connection.sock is not None:
+            connection.sock.settimeout(read_timeout)
+        connection.request("GET", path, headers={"Connection": "close", **(headers or {})})
+        response = connection.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def check_health(host: str, port: int, path: str, *, timeout: tuple[float, float] = PROBE_TIMEOUT) -> str:
+    """'' when http://host:port/path answers 2xx now, else what is wrong (one short phrase:
+    "ConnectionRefusedError", "TimeoutError", "RemoteDisconnected", "HTTP 503").
 
     A new connection each time (Connection: close): "healthy now" includes accepting one.
     """
-    import requests
-
     try:
-        response = session.get(f"http://{http_host(host)}:{port}{path}", timeout=timeout, allow_redirects=False,
-                               headers={"Connection": "close"})
-    except requests.RequestException as exc:
+        answer = get(host, port, path, timeout=timeout)
+    except (OSError, http.client.HTTPException) as exc:
         return type(exc).__name__
-    return "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+    return "" if 200 <= answer.status < 300 else f"HTTP {answer.status}"

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import docker
 
+from bgci import probe
 from bgci.config import Settings, load_settings
 from bgci.errors import EnvironmentNotFound
 from bgci.jenkins.client import JenkinsClient
 from bgci.jenkins.jobs import render_jobs
-from bgci.probe import direct_session
+from bgci.netaddr import listen_address
 from bgci.router import NginxRouter
 from bgci.schedulers.local import LocalScheduler
 from tests.conftest import remove_app_containers, remove_app_images
@@ -130,6 +131,6 @@ class JenkinsFlow:
     def live(self) -> tuple[int, str, str]:
         """(status, environment header, body) of the live name through the router's nginx."""
         settings = self.settings
-        response = direct_session().get(f"http://{settings.nginx.listen}/", timeout=5,
-                                        headers={"Host": settings.nginx.server_name})
-        return response.status_code, response.headers.get(settings.nginx.env_header, ""), response.text.strip()
+        host, port = listen_address(settings.nginx.listen)
+        answer = probe.get(host, port, "/", headers={"Host": settings.nginx.server_name}, timeout=(5, 5))
+        return answer.status, answer.headers.get(settings.nginx.env_header, ""), answer.text.strip()

@@ -515,7 +515,7 @@ def test_unknown_and_unhealthy_environments_are_refused(deployer: Deployer, sche
     # An instance that stopped answering at all is refused the same way.
     scheduler.envs["green"][1][1].healthy = True
     scheduler.envs["green"][1][0].stop()
-    with pytest.raises(EnvironmentUnhealthy, match="ConnectionError"):
+    with pytest.raises(EnvironmentUnhealthy, match="ConnectionRefusedError"):
         deployer.promote("green")
     assert_unchanged(router, blue_live, settings)
 

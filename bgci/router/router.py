@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import requests
-
 from bgci.errors import RouterError
 from bgci.files import fsync_dir, write_atomic
 from bgci.netaddr import listen_url
@@ -71,21 +69,20 @@ class NginxRouter:
     """Renders bgci's nginx files and changes them by validated, atomic, verified, reversible transactions."""
 
     def __init__(self, site: Site, layout: Layout, control: NginxControl, *, verify_path: str = "/",
-                 verify_sha: bool = True, verify_timeout: float = 10.0,
-                 session: requests.Session | None = None) -> None:
+                 verify_sha: bool = True, verify_timeout: float = 10.0) -> None:
         self.site, self.layout, self.control = site, layout, control
         self.verify_sha = verify_sha
         self.base_url = listen_url(site.listen)
         self.verifier = Verifier(control, self.base_url, site.env_header, path=verify_path,
-                                 timeout=verify_timeout, session=session)
+                                 timeout=verify_timeout)
 
     @classmethod
-    def from_settings(cls, settings: Settings, session: requests.Session | None = None) -> NginxRouter:
+    def from_settings(cls, settings: Settings) -> NginxRouter:
         site = Site.from_settings(settings)
         layout = Layout(settings.path(settings.nginx.dir))
         n = settings.nginx
         return cls(site, layout, control_for(n, layout, site), verify_path=n.verify_path,
-                   verify_sha=n.verify_sha, verify_timeout=n.verify_timeout, session=session)
+                   verify_sha=n.verify_sha, verify_timeout=n.verify_timeout)
 
     # layout
     def ensure_layout(self) -> None:

@@ -7,14 +7,14 @@ answers right on new connections and no old worker accepts any more.
 
 from __future__ import annotations
 
+import http.client
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-import requests
-
+from bgci import probe
 from bgci.errors import RouterError, VerificationFailed
-from bgci.probe import direct_session
 
 if TYPE_CHECKING:
     from bgci.router.control import NginxControl
@@ -31,14 +31,21 @@ class Expectation:
     needs_2xx: bool = True  # False: the header alone proves which config nginx runs (checking a restore)
 
 
+ANSWER_TIMEOUT = (2.0, 2.0)  # connect, read: our own nginx on this host
+
+
 class Verifier:
-    """Asks nginx at `base_url` for a host, reading the environment from the `env_header` it adds."""
+    """Asks nginx at `base_url` for a host, reading the environment from the `env_header` it adds.
+
+    Over http.client (bgci.probe.get): our own nginx, so never through a proxy from the environment.
+    """
 
     def __init__(self, control: NginxControl, base_url: str, env_header: str, *, path: str = "/",
-                 timeout: float = 10.0, session: requests.Session | None = None) -> None:
+                 timeout: float = 10.0) -> None:
         self.control, self.base_url, self.env_header = control, base_url, env_header
         self.path, self.timeout = path, timeout
-        self.session = session or direct_session()  # our own nginx: never through a proxy
+        address = urlsplit(base_url)
+        self._host, self._port = address.hostname or "127.0.0.1", address.port or 80
 
     def verify(self, expect: Expectation, timeout: float | None = None, *, restoring: bool = False) -> None:
         """Ask nginx for `expect.host` (a new connection each time) until the reload is done and it answers right.
@@ -70,20 +77,20 @@ class Verifier:
 
     def _check(self, expect: Expectation) -> tuple[bool, str]:
         try:
-            response = self.session.get(self.base_url + self.path, timeout=2, allow_redirects=False,
-                                        headers={"Host": expect.host, "Connection": "close"})
-        except requests.RequestException as exc:
+            answer = probe.get(self._host, self._port, self.path, headers={"Host": expect.host},
+                               timeout=ANSWER_TIMEOUT)
+        except (OSError, http.client.HTTPException) as exc:
             return False, f"{type(exc).__name__}: {exc}"
-        served_by = response.headers.get(self.env_header)
-        last = f"{response.status_code} from {served_by or 'no environment'}"
+        served_by = answer.headers.get(self.env_header)
+        last = f"{answer.status} from {served_by or 'no environment'}"
         if served_by != expect.env:
             return False, last
         if expect.env is None or not expect.needs_2xx:
             return True, last
-        if not 200 <= response.status_code < 300:
+        if not 200 <= answer.status < 300:
             return False, last
-        if expect.sha and expect.sha not in response.text:
+        if expect.sha and expect.sha not in answer.text:
             # The right upstream answers with the wrong build: waiting will not change that.
             raise VerificationFailed(f"{expect.host} is served by {expect.env}, but it answers "
-                                     f"{response.text.strip()[:80]!r} instead of sha {expect.sha}")
+                                     f"{answer.text.strip()[:80]!r} instead of sha {expect.sha}")
         return True, last

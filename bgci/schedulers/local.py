@@ -21,10 +21,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import docker
-from docker.errors import APIError, NotFound
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from bgci import labels
 from bgci.config import Settings
@@ -35,10 +33,15 @@ from bgci.errors import (
     EnvironmentNotFound,
     SchedulerError,
 )
-from bgci.probe import check_health, direct_session
+from bgci.probe import check_health
 from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback
 from bgci.schedulers.local_events import ExitWatch
 from bgci.schedulers.local_logs import last_lines_of, log_config_of, read_logs
+
+if TYPE_CHECKING:
+    import docker
+
+    from bgci.engine import EngineReader
 
 # A crashed app comes back by itself, a few times: a crash loop must end in `exited`, with its logs kept.
 RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
@@ -142,29 +145,46 @@ def environment_from(containers: Sequence[Summary], health: dict[str, bool]) -> 
 
 # -- the backend -------------------------------------------------------------------------------------------
 class LocalScheduler:
-    """Environments of one app as labelled containers on one Docker engine."""
+    """Environments of one app as labelled containers on one Docker engine.
+
+    Listings go through `reader` (from settings: bgci.engine's light client, so `bgci promote`
+    never imports docker-py); the rest through docker-py's `client`, connected on first use.
+    """
 
     name = "local"
 
-    def __init__(self, client: docker.DockerClient, app: str, *, bind_address: str = "127.0.0.1",
-                 poll_interval: float = POLL_INTERVAL, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, log_config: dict[str, Any] | None = None) -> None:
-        self.client = client
+    def __init__(self, client: docker.DockerClient | None, app: str, *, reader: EngineReader | None = None,
+                 bind_address: str = "127.0.0.1", poll_interval: float = POLL_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 log_config: dict[str, Any] | None = None) -> None:
+        if client is not None:
+            self.client = client  # instead of connecting on first use
+        if reader is None:
+            from bgci.engine import DockerPyReader
+
+            reader = DockerPyReader(client or self.client)
+        self.reader = reader
         self.app = app
         self.bind_address = bind_address
         self.log_config = log_config  # for new environments; scale-ups copy their siblings'
         self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
-        self._http = direct_session(MAX_WORKERS)
+
+    @cached_property
+    def client(self) -> docker.DockerClient:
+        """docker-py, for everything but listings: connected on first use."""
+        from bgci.dockerhost import connect
+
+        return connect()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, force: bool = False) -> LocalScheduler:
         """From deploy.bind_address and log_driver/log_options. `force` has no effect here: the engine has no
         deployment locks to override."""
-        from bgci.dockerhost import connect
+        from bgci import engine
 
-        return cls(connect(), settings.app, bind_address=settings.deploy.bind_address,
+        return cls(None, settings.app, reader=engine.connect(), bind_address=settings.deploy.bind_address,
                    log_config=log_config_of(settings.deploy))
 
     # -- the Scheduler interface ---------------------------------------------------------------------------
@@ -178,7 +198,7 @@ class LocalScheduler:
         if spec.instances < 1:
             raise SchedulerError(f"environment {spec.name}: {spec.instances} instances, at least 1 needed")
         with engine_errors(f"create environment {spec.name}", SchedulerError):
-            taken = self.client.api.containers(all=True, filters={"label": f"{labels.ENV}={spec.name}"})
+            taken = self.reader.containers(all=True, filters={"label": f"{labels.ENV}={spec.name}"})
         if taken:
             owner = (taken[0].get("Labels") or {}).get(labels.APP, "?")
             raise EnvironmentExists(f"environment {spec.name} exists already (app {owner}, local Docker engine)",
@@ -218,7 +238,7 @@ class LocalScheduler:
 
     def list(self) -> list[Environment]:
         with engine_errors("list environments", SchedulerError):
-            containers = self.client.api.containers(all=True, filters=self._filters())
+            containers = self.reader.containers(all=True, filters=self._filters())
         by_env: dict[str, list[Summary]] = {}
         for summary in containers:
             by_env.setdefault(summary["Labels"][labels.ENV], []).append(summary)
@@ -261,7 +281,7 @@ class LocalScheduler:
     def _containers(self, name: str) -> list[Summary]:
         """Every container of environment `name`, as listed; EnvironmentNotFound if none."""
         with engine_errors(f"list containers of {name}", SchedulerError):
-            found = self.client.api.containers(all=True, filters=self._filters(name))
+            found = self.reader.containers(all=True, filters=self._filters(name))
         if not found:
             raise EnvironmentNotFound(f"no environment {name} of app {self.app} on the local Docker engine",
                                       hint="see `bgci env list`")
@@ -272,6 +292,8 @@ class LocalScheduler:
 
         Returns the ids of the containers it created.
         """
+        from docker.errors import APIError
+
         created: list[str] = []
         lock = threading.Lock()
 
@@ -305,6 +327,7 @@ class LocalScheduler:
 
     def _remove(self, ids: list[str], graceful: bool) -> None:
         """Stop (SIGTERM, then SIGKILL after STOP_TIMEOUT) and remove containers, concurrently."""
+        from docker.errors import NotFound
 
         def remove(container_id: str) -> None:
             with engine_errors(f"remove container {container_id[:12]}", SchedulerError):
@@ -326,7 +349,7 @@ class LocalScheduler:
     def _probe(self, summary: Summary) -> bool:
         host, port = published_address(summary)
         path = (summary.get("Labels") or {}).get(labels.HEALTH_PATH, "/")
-        return bool(port) and not check_health(self._http, host, port, path, timeout=PROBE_TIMEOUT)
+        return bool(port) and not check_health(host, port, path, timeout=PROBE_TIMEOUT)
 
     def _raise_if_exited(self, name: str, containers: Sequence[Summary], exit_codes: dict[str, str]) -> None:
         exited = [(c, reason) for c in sorted(containers, key=instance_index)

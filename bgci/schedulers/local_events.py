@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-
-import docker
+from typing import TYPE_CHECKING
 
 from bgci.dockerhost import engine_errors
 from bgci.errors import SchedulerError
+
+if TYPE_CHECKING:
+    import docker
 
 # `die` events this old are replayed when a wait begins: they cover an exit between create() and the wait.
 EXIT_REPLAY_SECONDS = 2.0

@@ -21,15 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import docker
-from docker.errors import APIError, DockerException
-
 from bgci.dockerhost import engine_errors, explanation
 from bgci.errors import SchedulerError
 from bgci.logs import READABLE_DRIVERS, TimeOrderedBuffer, merge_by_time, parse_engine_line
 from bgci.schedulers.base import LogLine
 
 if TYPE_CHECKING:
+    import docker
+
     from bgci.config import DeploySettings
 
 JOIN_TIMEOUT = 2.0  # seconds to wait for a reader thread once its stream is closed
@@ -64,6 +63,8 @@ def last_lines_of(client: docker.DockerClient, ids: Sequence[str], count: int) -
 
 def last_lines(client: docker.DockerClient, container_id: str, count: int) -> list[str]:
     """A container's last non-empty lines, for error messages: never raises."""
+    from docker.errors import DockerException
+
     try:
         raw = client.api.logs(container_id, stdout=True, stderr=True, tail=count)
     except DockerException:
@@ -98,6 +99,8 @@ def _history(client: docker.DockerClient, name: str, container_id: str, since: d
 @contextlib.contextmanager
 def _reading(client: docker.DockerClient, name: str, container_id: str) -> Iterator[None]:
     """Engine errors as bgci's; a driver the engine cannot read back named in one line."""
+    from docker.errors import APIError
+
     with engine_errors(f"read the logs of {name}", SchedulerError):
         try:
             yield
@@ -115,6 +118,8 @@ def unreadable_driver(name: str, driver: str) -> SchedulerError:
 
 
 def _driver(client: docker.DockerClient, container_id: str) -> str:
+    from docker.errors import DockerException
+
     with contextlib.suppress(DockerException):
         return str(client.api.inspect_container(container_id)["HostConfig"]["LogConfig"]["Type"])
     return "?"
