@@ -60,6 +60,9 @@ class EngineReader(Protocol):
     def distribution(self, reference: str, auth: Mapping[str, str] | None = None) -> dict[str, Any] | None: ...
 
 
+_readers: dict[str, EngineReader] = {}
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP over a unix socket: the engine's default transport."""
 
@@ -87,12 +90,22 @@ def uses_tls(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def connect() -> EngineReader:
-    """The reader for DOCKER_HOST: the light client, or docker-py's when the engine speaks TLS (or ssh)."""
-    if uses_tls():
-        from bgci.dockerhost import connect as docker_connect
+    """The reader for DOCKER_HOST: the light client, or docker-py's when the engine speaks TLS (or ssh).
 
-        return DockerPyReader(docker_connect())
-    return EngineClient()
+    Its first request (GET /_ping) checks that the engine answers, as bgci.dockerhost.connect() does:
+    an engine that does not answer fails here, clearly. One reader per engine and process.
+    """
+    address = engine_address()
+    if address not in _readers:
+        if uses_tls():
+            from bgci.dockerhost import connect as docker_connect
+
+            _readers[address] = DockerPyReader(docker_connect())
+        else:
+            client = EngineClient(address)
+            client.ping()
+            _readers[address] = client
+    return _readers[address]
 
 
 class EngineClient:
@@ -122,28 +135,37 @@ class EngineClient:
         return self.get_json(f"/distribution/{quote(reference, safe='/:')}/json",
                              f"inspect {reference} on its registry", headers=headers, missing_ok=True)
 
+    def ping(self) -> None:
+        """GET /_ping: DockerUnavailable unless the engine answers, EngineAPIError unless it says OK."""
+        self.get("/_ping", "connect to the Docker engine")
+
     def get_json(self, path: str, action: str, *, headers: Mapping[str, str] | None = None,
                  missing_ok: bool = False) -> Any:
         """The decoded JSON of GET `path`; None for a 404 when `missing_ok`; EngineAPIError for other errors."""
+        status, body = self.get(path, action, headers=headers, missing_ok=missing_ok)
+        if status == 404:
+            return None
+        try:
+            return json.loads(body) if body else None
+        except ValueError:
+            raise EngineAPIError(status, f"not JSON: {first_line(body[:200])}") from None
+
+    def get(self, path: str, action: str, *, headers: Mapping[str, str] | None = None,
+            missing_ok: bool = False) -> tuple[int, bytes]:
+        """(status, body) of GET `path`, on a new connection; errors as the module's docstring says."""
         connection = self._connection()
         try:
             connection.request("GET", path, headers={"Accept": "application/json", **(headers or {})})
             response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise DockerUnavailable(f"{action}: Docker daemon not answering at {self.address}: "
-                                    f"{first_line(exc)}",
+            raise DockerUnavailable(f"{action}: Docker daemon not answering at {self.address}: {first_line(exc)}",
                                     hint=UNAVAILABLE_HINT) from None
         finally:
             connection.close()
-        if response.status == 404 and missing_ok:
-            return None
-        if response.status >= 400:
+        if response.status >= 400 and not (response.status == 404 and missing_ok):
             raise EngineAPIError(response.status, _message(body) or f"HTTP {response.status} {response.reason}")
-        try:
-            return json.loads(body) if body else None
-        except ValueError:
-            raise EngineAPIError(response.status, f"not JSON: {first_line(body[:200])}") from None
+        return response.status, body
 
     def _connection(self) -> http.client.HTTPConnection:
         scheme, _, rest = self.address.partition("://")

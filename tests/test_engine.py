@@ -18,7 +18,7 @@ import docker
 import pytest
 
 from bgci.dockerhost import engine_errors
-from bgci.engine import DockerPyReader, EngineAPIError, EngineClient, encode_auth, uses_tls
+from bgci.engine import DockerPyReader, EngineAPIError, EngineClient, connect, encode_auth, uses_tls
 from bgci.errors import DockerUnavailable, SchedulerError
 from bgci.probe import check_health, get
 from tests.support import BASE_IMAGE, free_port, unique_app_name
@@ -60,13 +60,17 @@ def test_inspect_image_equals_docker_py(docker_client: docker.DockerClient) -> N
     assert DockerPyReader(docker_client).inspect_image(f"{unique_app_name()}:missing") is None
 
 
-def test_a_dead_socket_is_docker_unavailable(tmp_path: Path) -> None:
+def test_a_dead_socket_is_docker_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DockerUnavailable, match=r"list containers: Docker daemon not answering at "
                                                 r"unix://.*/nosock: .*No such file") as caught:
         EngineClient(f"unix://{tmp_path}/nosock").containers()
     assert caught.value.exit_code == 4 and "DOCKER_HOST" in caught.value.hint
     with pytest.raises(DockerUnavailable, match="refused"):
         EngineClient(f"tcp://127.0.0.1:{free_port()}").inspect_image(BASE_IMAGE)
+    # connect() asks the engine first, as bgci.dockerhost.connect() does.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nosock")
+    with pytest.raises(DockerUnavailable, match=r"^connect to the Docker engine: Docker daemon not answering"):
+        connect()
 
 
 def test_engine_refusals_become_the_stage_error() -> None:
