@@ -209,7 +209,7 @@ def test_reconfig_and_delete(server: jenkins.Jenkins, emu: JenkinsEmulator) -> N
 def test_build_with_parameters_through_the_queue(server: jenkins.Jenkins, emu: JenkinsEmulator) -> None:
     """buildWithParameters: 201 + Location queue/item/N; the item shows `why` (quiet period) then
     `executable` {number, url}; the build sees its parameters (defaults for missing ones) and Jenkins' env."""
-    emu.state.quiet_period = 0.5
+    emu.state.quiet_period = 3.0  # long enough to see the item wait on a loaded machine
     server.create_job("p", job_xml(
         shell('echo "greet=$GREETING who=$WHO n=$BUILD_NUMBER id=$BUILD_ID tag=$BUILD_TAG node=$NODE_NAME"\n'
               'echo "url=$BUILD_URL jurl=$JOB_URL jenkins=$JENKINS_URL exec=$EXECUTOR_NUMBER"'),
