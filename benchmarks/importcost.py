@@ -1,7 +1,10 @@
 """What a command pays in imports before it does anything, by `python -X importtime`.
 
-Used by switch.py (`bgci promote`) and test_overhead.py (`bgci test`). `--baseline REV` measures
-the same command's modules in another revision too (a temporary git worktree), for a before/after.
+Used by switch.py (`bgci promote`) and test_overhead.py (`bgci test`), with the interpreter of
+the venv they install bgci into (benchmarks/installed.py). `--baseline REV` measures the same
+command's modules in another revision too (a temporary git worktree), for a before/after.
+Bytecode is cached (a first, untimed run writes it), as pip compiles an installed package's:
+compiling bgci's sources is not what a user's command pays.
 """
 
 from __future__ import annotations
@@ -19,22 +22,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The modules a command imports on its way to work (the CLI resolves the command lazily).
 PROMOTE = ("bgci.cli", "bgci.cli.router_cmds", "bgci.app", "bgci.deployer", "bgci.schedulers.local",
-           "bgci.state")
-TEST = ("bgci.cli", "bgci.cli.test_cmds", "bgci.app", "bgci.testing", "bgci.images", "bgci.registry")
+           "bgci.state", "bgci.engine", "bgci.gate")
+TEST = ("bgci.cli", "bgci.cli.test_cmds", "bgci.app", "bgci.testing", "bgci.images", "bgci.gate", "bgci.engine")
+HEAVY = ("docker", "requests", "urllib3", "jinja2")  # reported when a command's modules import them
 
 
-def import_seconds(modules: Sequence[str], tree: Path = REPO, runs: int = 7) -> float:
-    """Median seconds to import `modules` (and what they import) in a fresh interpreter, from `tree`."""
-    statement = "import importlib\n" + "".join(
+def import_seconds(modules: Sequence[str], tree: Path = REPO, python: Path | str = sys.executable,
+                   runs: int = 7) -> tuple[float, list[str]]:
+    """(median seconds to import `modules` and what they import, in a fresh `python`, from `tree`;
+    which of HEAVY they imported)."""
+    statement = "import importlib, sys\n" + "".join(
         f"try:\n    importlib.import_module({name!r})\nexcept ImportError:\n    pass\n" for name in modules)
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    subprocess.run([sys.executable, "-c", statement], env=env, check=True)  # warm the bytecode caches
-    totals = []
-    for _ in range(runs):
-        result = subprocess.run([sys.executable, "-X", "importtime", "-c", statement], env=env,
-                                capture_output=True, text=True, check=True)
-        totals.append(_top_level_microseconds(result.stderr) / 1e6)
-    return statistics.median(totals)
+    heavy = statement + f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    with tempfile.TemporaryDirectory(prefix="bgci-pycache-") as cache:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(PYTHONPATH=str(tree), PYTHONPYCACHEPREFIX=cache)
+        # Untimed: writes the bytecode, and says which heavy packages the modules pull in.
+        # cwd: `python -c` puts it first on sys.path, where it would shadow `tree`.
+        loaded = subprocess.run([str(python), "-c", heavy], env=env, cwd=cache, check=True, capture_output=True,
+                                text=True).stdout.split()
+        totals = []
+        for _ in range(runs):
+            result = subprocess.run([str(python), "-X", "importtime", "-c", statement], env=env, cwd=cache,
+                                    capture_output=True, text=True, check=True)
+            totals.append(_top_level_microseconds(result.stderr) / 1e6)
+    return statistics.median(totals), loaded
 
 
 def _top_level_microseconds(report: str) -> int:
@@ -61,11 +73,29 @@ def revision_tree(rev: str) -> Iterator[Path]:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
 
 
-def report(label: str, modules: Sequence[str], baseline: str | None) -> None:
-    now = import_seconds(modules)
-    line = f"imports of `{label}`: {now * 1000:.0f} ms (python -X importtime, median of 7, this tree)"
+def report(label: str, modules: Sequence[str], baseline: str | None, python: Path | str = sys.executable) -> None:
+    now, loaded = import_seconds(modules, python=python)
+    line = (f"imports of `{label}`: {now * 1000:.0f} ms (python -X importtime, median of 7, this tree; "
+            f"{', '.join(loaded) or 'none'} of {', '.join(HEAVY)})")
     if baseline:
         with revision_tree(baseline) as tree:
-            before = import_seconds(modules, tree)
-        line += f"; {before * 1000:.0f} ms at {baseline} ({(before - now) * 1000:+.0f} ms saved)"
+            before, loaded_before = import_seconds(modules, tree, python=python)
+        line += (f"; {before * 1000:.0f} ms at {baseline} ({(before - now) * 1000:+.0f} ms saved; "
+                 f"{', '.join(loaded_before) or 'none'} of them)")
     print(line)
+
+
+def main() -> None:
+    """`python benchmarks/importcost.py [--baseline REV] [--python PATH]`: both commands' import cost."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", metavar="REV", help="also measure at this git revision")
+    parser.add_argument("--python", default=sys.executable, help="the interpreter to measure with (a venv's)")
+    args = parser.parse_args()
+    report("bgci promote", PROMOTE, args.baseline, args.python)
+    report("bgci test", TEST, args.baseline, args.python)
+
+
+if __name__ == "__main__":
+    main()

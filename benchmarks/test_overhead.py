@@ -7,19 +7,18 @@ and its test image (production + memcached), then times, interleaved so drift
 hits all alike, medians of:
   - `docker run --rm` of the test image with the [test] command and environment,
   - the `bgci test --image <sha image>` console script (a new Python process:
-    interpreter start and imports included), same image, same command,
+    interpreter start and imports included), same image, same command, from a
+    venv where pip installed bgci (benchmarks/installed.py says why),
   - `bgci.testing.run_tests` in-process (what bgci itself adds around the run:
     image resolution, the report's stat and copy, JUnit normalising and writing),
   - `bgci test --help`: the interpreter's start and the imports of `bgci test`
-    (docker-py, requests, click) alone, the part of the CLI's overhead that no
-    change to the test run itself can remove.
-Target (issue 3): at most 0.5 s of overhead. Exits 1 when the CLI misses it.
+    alone, the part of the CLI's overhead that no change to the test run itself can remove.
+Target (issue 9): at most 0.15 s of overhead. Exits 1 when the CLI misses it.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import importcost
+from benchmarks.installed import Installed, installed_bgci, start_seconds
 from bgci import build as builds
 from bgci import images, testing
 from bgci.config import Settings, load_settings
@@ -47,12 +47,6 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def console_script() -> str:
-    """The installed `bgci` next to this interpreter (a pyenv shim in front of it would add its own start-up)."""
-    beside = Path(sys.executable).with_name("bgci")
-    return str(beside) if beside.exists() else shutil.which("bgci") or "bgci"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each (at least 5)")
@@ -61,19 +55,21 @@ def main() -> None:
     runs = max(5, args.runs)
     client = connect()
     app = unique_app_name("benchtest")
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, installed_bgci() as installed:
         repo = make_sample_repo(Path(workdir), app)
         settings = load_settings(repo / "bgci.toml")
         try:
-            figures = measure(client, settings, Path(workdir), runs)
+            figures = measure(client, settings, Path(workdir), runs, installed)
         finally:
             remove_app_images(client, app)
-    status = report(figures, runs)
-    importcost.report("bgci test", importcost.TEST, args.baseline)
+        status = report(figures, runs)
+        print(f"python start (`python -c pass`): venv {start_seconds(installed.python) * 1000:.0f} ms")
+        importcost.report("bgci test", importcost.TEST, args.baseline, installed.python)
     sys.exit(status)
 
 
-def measure(client, settings: Settings, workdir: Path, runs: int) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+def measure(client, settings: Settings, workdir: Path, runs: int,  # type: ignore[no-untyped-def]
+            installed: Installed) -> dict[str, list[float]]:
     quiet: Callable[[str], None] = lambda _: None  # noqa: E731
     source = builds.Source.open(settings, "HEAD")
     builds.build_full(client, settings, source, build_args={}, push=False, log=quiet)
@@ -82,14 +78,14 @@ def measure(client, settings: Settings, workdir: Path, runs: int) -> dict[str, l
 
     env_flags = [flag for key, value in settings.test.env.items() for flag in ("-e", f"{key}={value}")]
     bare = ["docker", "run", "--rm", *env_flags, test_image.reference, *settings.test.command]
-    cli = [console_script(), "--quiet", "--config", str(settings.config_file), "test", "--image", image.reference,
+    cli = [str(installed.bgci), "--quiet", "--config", str(settings.config_file), "test", "--image", image.reference,
            "--junit-dir", str(workdir / "cli")]
 
     def run_bare() -> None:
         subprocess.run(bare, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def run_cli() -> None:
-        subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=installed.environ())
 
     def run_library() -> None:
         resolved = images.resolve_image(client, settings, image.reference, quiet)
@@ -97,7 +93,7 @@ def measure(client, settings: Settings, workdir: Path, runs: int) -> dict[str, l
                           log=quiet).raise_for_status()
 
     def run_help() -> None:
-        subprocess.run([cli[0], "test", "--help"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([cli[0], "test", "--help"], check=True, stdout=subprocess.DEVNULL, env=installed.environ())
 
     actions = {"docker run --rm": run_bare, "bgci test (CLI)": run_cli, "run_tests (library)": run_library,
                "bgci test --help": run_help}

@@ -31,16 +31,23 @@ REGISTRY_PATTERN = (r"^$|^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za
 
 
 # -- sections ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+# Settings are read once per process and never compared, so eq=False: no generated __eq__ and
+# __hash__ (a hash of fields holding lists and dicts would raise anyway), which spares every new
+# process (a `bgci promote` among them) compiling 22 methods it never calls.
+@dataclass(frozen=True, eq=False)
 class RegistrySettings:
+    """[registry]: where images are pushed and pulled, and how long to retry."""
+
     url: str = limits(default="", pattern=REGISTRY_PATTERN,
                        help="host[:port][/path] with no scheme, e.g. registry.example.com:5000/team; "
                             "empty keeps images local")
     retry_seconds: float = limits(default=60.0, min=0, max=3600)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BuildSettings:
+    """[build]: the Dockerfile, its context, and what a delta build reinstalls when."""
+
     dockerfile: str = "Dockerfile"
     context: str = "."
     infrastructure_paths: list[str] = field(default_factory=lambda: ["Dockerfile"])
@@ -54,8 +61,10 @@ class BuildSettings:
     args: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TestSettings:
+    """[test]: the suite's command, environment, JUnit path and limits."""
+
     __test__ = False  # not a pytest test class
 
     command: list[str] = field(
@@ -71,8 +80,10 @@ class TestSettings:
     results_dir: str = "test-results"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SmokeCheck:
+    """One [[smoke]] check: a path, the status and text it must answer with."""
+
     name: str
     path: str = limits(default="/", pattern=r"^/", help="a path starting with /")
     method: str = limits(default="GET", choices=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"])
@@ -83,8 +94,10 @@ class SmokeCheck:
     timeout: float = limits(default=5.0, min=0.01, max=600)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MarathonSettings:
+    """[marathon]: the cluster's URLs and each task's resources."""
+
     urls: list[str] = field(default_factory=list)
     cpus: float = limits(default=0.25, min=0.01)
     mem: float = limits(default=128.0, min=8)
@@ -96,8 +109,10 @@ class MarathonSettings:
     agent_port: int = limits(default=5051, min=1, max=65535)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DeploySettings:
+    """[deploy]: the scheduler, instances, health checks and logging of environments."""
+
     scheduler: str = limits(default="local", choices=["local", "marathon"])
     instances: int = limits(default=2, min=1, max=100)
     container_port: int = limits(default=8000, min=1, max=65535)
@@ -114,8 +129,10 @@ class DeploySettings:
     marathon: MarathonSettings = field(default_factory=MarathonSettings)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NginxSettings:
+    """[nginx]: the router: embedded or system nginx, names, files and verification."""
+
     mode: str = limits(default="embedded", choices=["embedded", "system"])
     dir: str = ".bgci/nginx"
     listen: str = "127.0.0.1:8080"
@@ -134,7 +151,7 @@ class NginxSettings:
     requests_log: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class JenkinsSettings:
     """The app's Jenkins jobs (`bgci jobs`); user and API token come from the environment only."""
 
@@ -157,7 +174,7 @@ class JenkinsSettings:
     timeout: float = limits(default=30.0, min=1, max=600)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MetricsSettings:
     """Prometheus, the file_sd targets, the deploy events and the analysis gate (`bgci analyze`, --analyze)."""
 
@@ -176,7 +193,7 @@ class MetricsSettings:
     query_timeout: float = limits(default=10.0, min=0.1, max=600)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Credentials:
     """A username/password or token pair; never printed (repr hides the secret)."""
 
@@ -188,7 +205,7 @@ class Credentials:
         return bool(self.username or self.token)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Settings:
     """Everything bgci knows about one app, built once and passed down."""
 

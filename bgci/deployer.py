@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bgci.errors import ConfigError, EnvironmentNotFound, EnvironmentUnhealthy, RouterError, UnsafeUpstream
-from bgci.probe import PROBE_TIMEOUT, check_health
+from bgci.probe import PROBE_TIMEOUT, check_health, probe_each
 from bgci.router import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
 from bgci.schedulers.base import Environment, Instance, Scheduler
 from bgci.state import Actor, RouterState, Switch, SwitchLock, load_state, save_state, utc_now
@@ -45,6 +44,8 @@ class SwitchResult:
 
 @dataclass(frozen=True)
 class InstanceStatus:
+    """One instance as `bgci status` shows it: probed now."""
+
     id: str
     address: str
     state: str
@@ -53,6 +54,8 @@ class InstanceStatus:
 
 @dataclass(frozen=True)
 class EnvironmentStatus:
+    """One environment as `bgci status` shows it: its roles, instances and traffic."""
+
     name: str
     sha: str
     created_at: str
@@ -68,6 +71,8 @@ class EnvironmentStatus:
 
 @dataclass(frozen=True)
 class Status:
+    """What `bgci status` reports: live, previous, nginx and every environment."""
+
     app: str
     server_name: str
     live: Switch | None
@@ -161,8 +166,7 @@ class Deployer:
         return upstream_for(env)
 
     def _probe_all(self, env: Environment, probe: Callable[[Instance], str]) -> list[str]:
-        with ThreadPoolExecutor(min(16, len(env.instances))) as pool:
-            return list(pool.map(probe, env.instances))
+        return probe_each(probe, env.instances)
 
     def _probe(self, instance: Instance) -> str:
         """'' if the instance answers its health path with 2xx now, else what is wrong.

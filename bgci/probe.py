@@ -11,9 +11,16 @@ following a redirect. It keeps `bgci promote` free of requests' import cost.
 from __future__ import annotations
 
 import http.client
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 PROBE_TIMEOUT = (1.0, 2.0)  # connect, read: loopback and cluster networks answer in milliseconds
+PROBE_THREADS = 16  # probes at once
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def http_host(host: str) -> str:
@@ -65,3 +72,35 @@ def check_health(host: str, port: int, path: str, *, timeout: tuple[float, float
     except (OSError, http.client.HTTPException) as exc:
         return type(exc).__name__
     return "" if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+
+
+def probe_each(probe: Callable[[Item], Result], items: Sequence[Item], threads: int = PROBE_THREADS) -> list[Result]:
+    """[probe(item) for item in items], up to `threads` at once; the first error is raised once all ended.
+
+    Plain threads, not concurrent.futures: importing that (with logging and traceback) costs a new
+    `bgci promote` ~8 ms before its switch, for a handful of short probes.
+    """
+    results: list[Result | None] = [None] * len(items)
+    errors: list[BaseException] = []
+    pending = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                index = next(pending, None)
+            if index is None or errors:
+                return
+            try:
+                results[index] = probe(items[index])
+            except BaseException as exc:  # raised in the caller's thread below
+                errors.append(exc)
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(min(threads, len(items)))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]  # every slot filled when no probe raised

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import sys
 import types
 import typing
 from dataclasses import field
@@ -29,7 +30,6 @@ def read_dataclass(cls: type, table: Any, where: str, path: Path, problems: list
     if not isinstance(table, dict):
         problems.append(f"{where or 'top level'}: expected a table, got {_kind(table)}")
         return None
-    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in table:
         if key not in fields:
@@ -42,11 +42,20 @@ def read_dataclass(cls: type, table: Any, where: str, path: Path, problems: list
             if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
                 problems.append(f"{key}: required")
             continue
-        values[name] = _read_value(hints[name], table[name], key, fld.metadata, path, problems)
+        values[name] = _read_value(_hint(cls, fld), table[name], key, fld.metadata, path, problems)
     try:
         return cls(**values)
     except TypeError:
         return None  # a required field was missing; already reported
+
+
+def _hint(cls: type, fld: dataclasses.Field[Any]) -> Any:
+    """The field's type. Annotations are strings here (`from __future__ import annotations`): only the
+    fields a file sets are evaluated, in the class's module, rather than all by typing.get_type_hints
+    (a new process reading a short bgci.toml saves ~5 ms of `bgci promote`'s start)."""
+    if not isinstance(fld.type, str):
+        return fld.type
+    return eval(fld.type, vars(sys.modules[cls.__module__]))  # bgci's own annotation text
 
 
 def _read_value(hint: Any, value: Any, key: str, limits: typing.Mapping[str, Any], path: Path,

@@ -84,6 +84,8 @@ class Switch:
 
 @dataclass(frozen=True)
 class RouterState:
+    """The state file: the live and previous switches and the recent history."""
+
     live: Switch | None = None
     previous: Switch | None = None
     history: tuple[Switch, ...] = field(default=())  # newest last
@@ -130,6 +132,8 @@ def save_state(path: Path, state: RouterState) -> None:
 # -- the lock ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Holder:
+    """Who holds the switch lock, since when (what a waiting promote reports)."""
+
     pid: int
     who: str
     since: str

@@ -24,6 +24,8 @@ ACTIONS = ("create", "destroy", "promote", "rollback", "auto-rollback", "scale")
 
 @dataclass(frozen=True)
 class DeployEvent:
+    """One line of the deploy events log: a create, promote, rollback or destroy."""
+
     action: str
     env: str
     sha: str = ""
@@ -94,6 +96,8 @@ def all_events(logged: Iterable[DeployEvent], state: RouterState) -> list[Deploy
 
 @dataclass(frozen=True)
 class ActionCount:
+    """How many events of one action, and when the newest was."""
+
     action: str
     count: int
     last: float  # unix time of the newest, 0 when none

@@ -1,7 +1,7 @@
 """`bgci exporter`: request metrics from nginx's requests.log and deploy series from bgci's own files.
 
 nginx writes one JSON line per request its live and preview servers proxy (see
-templates/nginx-include.j2); this process follows that file and keeps, per app,
+templates/nginx/include-log-format.conf); this process follows that file and keeps, per app,
 env, sha and role:
 
     bgci_requests_total{status_class}          requests by 1xx..5xx

@@ -1,6 +1,6 @@
 """nginx's request log (Layout.requests_log): one JSON line per request bgci's live and preview servers proxy.
 
-The format is nginx-include.j2's `log_format ... escape=json`. nginx buffers each
+The format is templates/nginx/include-log-format.conf: `log_format ... escape=json`. nginx buffers each
 worker's lines and flushes them within a second, so the file is in time order only
 roughly: lines of different workers (and of the old workers a reload leaves behind)
 can be out of order by a second or so. Reading a window therefore walks back from

@@ -3,7 +3,7 @@
 The window runs from `before` seconds before the switch started to `after` seconds
 after it was verified. The traffic after a switch has to happen before it can be
 shown, so `wait_for_traffic` sleeps until the window has closed and nginx has
-flushed its log buffers (flush=1s in nginx-include.j2); called later, it returns at once.
+flushed its log buffers (flush=1s in templates/nginx/requests-log.conf); called later, it returns at once.
 """
 
 from __future__ import annotations

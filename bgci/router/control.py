@@ -31,6 +31,8 @@ SYSTEM_SETTLE = 0.25  # seconds a system nginx's answers must stay right after a
 
 @dataclass(frozen=True)
 class NginxStatus:
+    """Whether nginx runs, where it listens and which config it serves."""
+
     mode: str
     running: bool
     pid: int | None

@@ -18,7 +18,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -33,7 +32,7 @@ from bgci.errors import (
     EnvironmentNotFound,
     SchedulerError,
 )
-from bgci.probe import check_health
+from bgci.probe import check_health, probe_each
 from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback
 from bgci.schedulers.local_events import ExitWatch
 from bgci.schedulers.local_logs import last_lines_of, log_config_of, read_logs
@@ -50,7 +49,7 @@ PROBE_TIMEOUT = (0.5, 2.0)  # connect, read: loopback answers in milliseconds
 STOP_TIMEOUT = 5  # seconds between SIGTERM and SIGKILL on destroy/scale down
 LOG_TAIL_LINES = 10
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
-MAX_WORKERS = 16  # threads for concurrent container starts/stops and probes
+MAX_WORKERS = 16  # threads for concurrent container starts/stops
 FAILED_STATES = ("exited", "dead", "restarting")
 
 Summary = dict[str, Any]  # one container as the engine's listing (GET /containers/json) shows it
@@ -217,11 +216,11 @@ class LocalScheduler:
         """Poll until every instance answers its health path; progress(healthy, wanted) on each change."""
         deadline = self._clock() + timeout
         reported = -1
-        with ExitWatch(self.client, self._filters(name)) as exits, ThreadPoolExecutor(MAX_WORKERS) as pool:
+        with ExitWatch(self.client, self._filters(name)) as exits:
             while True:
                 containers = self._containers(name)
                 self._raise_if_exited(name, containers, exits.codes())
-                env = environment_from(containers, self._probe_all(containers, pool))
+                env = environment_from(containers, self._probe_all(containers))
                 if progress and len(env.healthy_instances) != reported:
                     reported = len(env.healthy_instances)
                     progress(reported, env.wanted_instances)
@@ -233,8 +232,7 @@ class LocalScheduler:
 
     def get(self, name: str) -> Environment:
         containers = self._containers(name)
-        with ThreadPoolExecutor(MAX_WORKERS) as pool:
-            return environment_from(containers, self._probe_all(containers, pool))
+        return environment_from(containers, self._probe_all(containers))
 
     def list(self) -> list[Environment]:
         with engine_errors("list environments", SchedulerError):
@@ -242,8 +240,7 @@ class LocalScheduler:
         by_env: dict[str, list[Summary]] = {}
         for summary in containers:
             by_env.setdefault(summary["Labels"][labels.ENV], []).append(summary)
-        with ThreadPoolExecutor(MAX_WORKERS) as pool:
-            health = self._probe_all(containers, pool)
+        health = self._probe_all(containers)
         environments = [environment_from(summaries, health) for summaries in by_env.values()]
         return sorted(environments, key=lambda e: (e.created_at, e.name))
 
@@ -341,10 +338,10 @@ class LocalScheduler:
         _run_all(remove, ids)
 
     # -- readiness -----------------------------------------------------------------------------------------
-    def _probe_all(self, containers: Sequence[Summary], pool: ThreadPoolExecutor) -> dict[str, bool]:
+    def _probe_all(self, containers: Sequence[Summary]) -> dict[str, bool]:
         """Container id -> does it answer its health path with 2xx (running ones only)."""
         running = [c for c in containers if c["State"] == "running"]
-        return dict(zip((c["Id"] for c in running), pool.map(self._probe, running), strict=True))
+        return dict(zip((c["Id"] for c in running), probe_each(self._probe, running), strict=True))
 
     def _probe(self, summary: Summary) -> bool:
         host, port = published_address(summary)
@@ -386,6 +383,8 @@ def _run_all(action: Callable[[Any], None], items: Sequence[Any]) -> None:
     """
     if not items:
         return
+    from concurrent.futures import ThreadPoolExecutor, wait  # here: `bgci promote` never needs it
+
     pool = ThreadPoolExecutor(min(MAX_WORKERS, len(items)))
     try:
         futures = [pool.submit(action, item) for item in items]

@@ -17,7 +17,6 @@ import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +56,8 @@ def last_lines_of(client: docker.DockerClient, ids: Sequence[str], count: int) -
     container's logs back for up to its restart delay."""
     if not ids:
         return []
+    from concurrent.futures import ThreadPoolExecutor  # only for a failure's message: not on promote's path
+
     with ThreadPoolExecutor(min(16, len(ids))) as pool:
         return list(pool.map(lambda container_id: last_lines(client, container_id, count), ids))
 
