@@ -15,6 +15,7 @@ from bgci.config import Settings
 from bgci.deployer import prunable
 from bgci.errors import ConfigError, RouterError, UnsafeUpstream
 from bgci.netaddr import listen_address
+from bgci.router import site as site_module
 from bgci.router.site import (
     Layout,
     Site,
@@ -111,6 +112,26 @@ def test_embedded_main_config_keeps_every_path_inside_the_prefix(tmp_path: Path)
         assert re.search(rf"^\s*{directive} \"{re.escape(str(layout.root))}", text, re.M), directive
     # The user's own http-level includes are part of the whole config that nginx -t checks.
     assert f'include "{layout.user_dir}/*.conf";' in text
+
+
+def test_optional_blocks_leave_no_line_behind_and_every_placeholder_is_filled(tmp_path: Path) -> None:
+    """The nginx templates' only rules: `{{ name }}` is replaced once (a value is never scanned
+    again), a placeholder alone on its line takes the line with it when empty, and a template
+    asking for a value nobody gave fails rather than writing a config with a hole in it."""
+    plain = dataclasses.replace(site(), requests_log="")
+    logged = dataclasses.replace(plain, requests_log=str(tmp_path / "requests.log"))
+    upstream = upstream_for(environment("blue", ("10.0.0.1", 8080), ("10.0.0.2", 8080)))
+    with_log = render_live(logged, upstream).splitlines()
+    without_log = render_live(plain, upstream).splitlines()
+    log_lines = [line for line in with_log if line.startswith(("    set $bgci_", "    access_log"))]
+    assert len(log_lines) == 4
+    assert [line for line in with_log if line not in log_lines] == without_log
+    assert "" not in without_log[without_log.index("server {"):without_log.index("    location / {") - 1]
+    assert "{{" not in render_include(logged, tmp_path / "live.conf", tmp_path / "previews")
+    with pytest.raises(KeyError):
+        site_module._fill("upstream.conf", upstream_name="x")  # `servers` missing
+    assert site_module._fill("upstream-server.conf", server="{{ server }}").strip() == (
+        "server {{ server }} max_fails=3 fail_timeout=5s;")
 
 
 def test_paths_nginx_would_misread_are_refused(tmp_path: Path) -> None:
@@ -223,3 +244,33 @@ def test_prune_keeps_live_previous_and_newest() -> None:
     assert prunable(envs, state, keep=2) == ["e2", "e4"]
     assert prunable(envs, state, keep=0) == ["e2", "e4", "e5", "e6"]
     assert prunable(envs, RouterState(), keep=10) == []
+
+
+def test_probe_each_keeps_order_bounds_threads_and_raises_after_all_ended() -> None:
+    """The deployer's and local scheduler's probes: one result per instance in order, never more
+    than `threads` at once, and an error only once no probe is still running (nothing left behind)."""
+    import threading
+    import time
+
+    from bgci.probe import probe_each
+
+    running, most, lock = 0, 0, threading.Lock()
+
+    def probe(item: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.01)
+        with lock:
+            running -= 1
+        if item == 3:
+            raise ValueError("instance 3")
+        return item * 10
+
+    assert probe_each(probe, [0, 1, 2], threads=2) == [0, 10, 20]
+    assert most <= 2
+    with pytest.raises(ValueError, match="instance 3"):
+        probe_each(probe, list(range(8)), threads=4)
+    assert running == 0
+    assert probe_each(probe, []) == []
