@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     import docker
 
-    from bgci.deployer import Deployer, Status, SwitchResult
+    from bgci.deployer import Deployer, SwitchResult
     from bgci.engine import EngineReader
     from bgci.environments import EnvironmentService
     from bgci.images import ImageRef
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from bgci.router import NginxRouter
     from bgci.schedulers.base import Environment, LogLine, ProgressCallback, Scheduler
     from bgci.smoke import Target
+    from bgci.status import Status
     from bgci.testing import TestReport
 
 Log = Callable[[str], None]

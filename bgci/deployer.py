@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bgci.errors import ConfigError, EnvironmentNotFound, EnvironmentUnhealthy, RouterError, UnsafeUpstream
 from bgci.probe import PROBE_TIMEOUT, check_health, probe_each
-from bgci.router import Applied, NginxRouter, NginxStatus, Upstream, upstream_for, validate_address
+from bgci.router import Applied, NginxRouter, Upstream, upstream_for, validate_address
 from bgci.schedulers.base import Environment, Instance, Scheduler
 from bgci.state import Actor, RouterState, Switch, SwitchLock, load_state, save_state, utc_now
 
 if TYPE_CHECKING:
-    from bgci.metrics.analysis import Traffic
+    from bgci.status import EnvironmentStatus, Status
 
 PREVIEW_LOCK_WAIT = 60.0  # env create/destroy wait for a running promote rather than fail
 
@@ -40,53 +40,6 @@ class SwitchResult:
     # Wall clock (epoch seconds, like nginx's $msec): the switch began (lock held) and was verified.
     started_at: float = 0.0
     verified_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class InstanceStatus:
-    """One instance as `bgci status` shows it: probed now."""
-
-    id: str
-    address: str
-    state: str
-    healthy: bool
-
-
-@dataclass(frozen=True)
-class EnvironmentStatus:
-    """One environment as `bgci status` shows it: its roles, instances and traffic."""
-
-    name: str
-    sha: str
-    created_at: str
-    roles: tuple[str, ...]  # live, previous, preview
-    preview_host: str
-    instances: tuple[InstanceStatus, ...]
-    traffic: Traffic | None = None  # recent requests from Prometheus, when configured (bgci.metrics)
-
-    @property
-    def healthy(self) -> bool:
-        return bool(self.instances) and all(i.healthy for i in self.instances)
-
-
-@dataclass(frozen=True)
-class Status:
-    """What `bgci status` reports: live, previous, nginx and every environment."""
-
-    app: str
-    server_name: str
-    live: Switch | None
-    previous: Switch | None
-    nginx: NginxStatus
-    environments: tuple[EnvironmentStatus, ...]
-    missing: tuple[str, ...] = field(default=())  # live/previous environments the scheduler no longer has
-    metrics_note: str = ""  # why there are no traffic figures
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        for env, status in zip(data["environments"], self.environments, strict=True):
-            env["healthy"] = status.healthy
-        return data
 
 
 class Deployer:
@@ -231,6 +184,8 @@ class Deployer:
 
     def status(self) -> Status:
         """Live, previous and preview environments with their instances, each probed now."""
+        from bgci.status import Status
+
         state = self.state()
         environments = self.scheduler.list()
         previews = set(self.router.previews())
@@ -245,6 +200,8 @@ class Deployer:
                       if switch is not None and switch.env == env.name)
         if env.name in previews:
             roles += ("preview",)
+        from bgci.status import EnvironmentStatus, InstanceStatus
+
         problems = self._probe_all(env, self._probe_for_status) if env.instances else []
         instances = tuple(InstanceStatus(id=i.id, address=i.address, state=i.state, healthy=not problem)
                           for i, problem in zip(env.instances, problems, strict=True))

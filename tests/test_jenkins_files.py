@@ -29,9 +29,9 @@ import pytest
 from bgci.cli import cli
 from bgci.cli.common import emit
 from bgci.cli.env_cmds import _as_dict
-from bgci.deployer import EnvironmentStatus, InstanceStatus, Status
 from bgci.router import NginxStatus
 from bgci.schedulers.base import Environment, Instance
+from bgci.status import EnvironmentStatus, InstanceStatus, Status
 from tests.support import REPO_ROOT
 
 GROOVY_DIR = REPO_ROOT / "tests" / "groovy"

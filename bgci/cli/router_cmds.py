@@ -12,9 +12,10 @@ from bgci.cli.common import AppContext, emit, json_option, pass_app, scheduler_o
 from bgci.cli.metrics_cmds import promote_analyzed, promote_options
 
 if TYPE_CHECKING:  # only in annotations: `bgci promote` imports the router when it builds it, not before
-    from bgci.deployer import Status, SwitchResult
+    from bgci.deployer import SwitchResult
     from bgci.reports import Verdict
     from bgci.router import NginxStatus
+    from bgci.status import Status
 
 wait_lock_option = click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
                                 show_default=True, help="Wait this long for another promote/rollback to finish.")

@@ -27,12 +27,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bgci.config import Settings
-    from bgci.deployer import Deployer, Status, SwitchResult
+    from bgci.deployer import Deployer, SwitchResult
     from bgci.metrics.analysis import Analysis, Criteria
     from bgci.metrics.events import EventLog
     from bgci.metrics.prometheus import PrometheusClient
     from bgci.router import NginxRouter
     from bgci.schedulers.base import Scheduler
+    from bgci.status import Status
 
 
 @dataclass(frozen=True)
