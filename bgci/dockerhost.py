@@ -29,19 +29,23 @@ UNAVAILABLE_HINT = "start dockerd (scripts/setup.sh does) or set DOCKER_HOST"
 _clients: dict[tuple[str, int], docker.DockerClient] = {}
 
 
-def connect(timeout: int = DEFAULT_TIMEOUT) -> docker.DockerClient:
-    """A client for DOCKER_HOST (default: the local socket). Negotiating the API version is the
-    first request, so an engine that does not answer fails here, clearly.
+def connect(timeout: int = DEFAULT_TIMEOUT, address: str | None = None) -> docker.DockerClient:
+    """A client for DOCKER_HOST (default: the local socket), or for the plain engine at `address`.
+    Negotiating the API version is the first request, so an engine that does not answer fails
+    here, clearly.
 
     One client per engine and process: the scheduler, the test gate and the builds share its
     connection pool and its one version negotiation.
     """
     import docker
 
-    key = (engine_address(), timeout)
+    key = (address or engine_address(), timeout)
     if key not in _clients:
         with engine_errors("connect to the Docker engine"):
-            _clients[key] = docker.from_env(version="auto", timeout=timeout)
+            if address is None or address == engine_address():
+                _clients[key] = docker.from_env(version="auto", timeout=timeout)
+            else:
+                _clients[key] = docker.DockerClient(base_url=address, version="auto", timeout=timeout)
     return _clients[key]
 
 
@@ -74,6 +78,8 @@ def _converted(exc: Exception, action: str, error: type[BgciError], hint: str | 
     from bgci.engine import EngineAPIError
 
     if isinstance(exc, EngineAPIError):
+        if exc.status_code == 404 and "no such image" in exc.explanation.lower():  # docker-py's ImageNotFound
+            return _image_not_found(action, exc)
         return error(f"{action}: the Docker engine said: {explanation(exc)}", hint=hint)
     if "docker" not in sys.modules and "requests" not in sys.modules:
         return None  # neither was used, so neither raised it
@@ -82,8 +88,7 @@ def _converted(exc: Exception, action: str, error: type[BgciError], hint: str | 
     from docker.errors import ImageNotFound as DockerImageNotFound
 
     if isinstance(exc, DockerImageNotFound):
-        return ImageNotFound(f"{action}: {explanation(exc)}",
-                             hint="build it with `bgci build auto`, or set BGCI_REGISTRY to pull it")
+        return _image_not_found(action, exc)
     if isinstance(exc, APIError):
         return error(f"{action}: the Docker engine said: {explanation(exc)}", hint=hint)
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
@@ -105,6 +110,11 @@ def explanation(exc: Exception) -> str:
 def first_line(value: object, limit: int = 300) -> str:
     lines = str(value).strip().splitlines()
     return lines[0][:limit] if lines else type(value).__name__
+
+
+def _image_not_found(action: str, exc: Exception) -> ImageNotFound:
+    return ImageNotFound(f"{action}: {explanation(exc)}",
+                         hint="build it with `bgci build auto`, or set BGCI_REGISTRY to pull it")
 
 
 def _unavailable(action: str, exc: BaseException) -> DockerUnavailable:

@@ -1,25 +1,40 @@
 """The light engine client (bgci.engine) against the real engine, the stdlib probes, and what promote imports.
 
 `bgci promote` reads the engine through bgci.engine and probes over http.client, so its
-process never imports requests, urllib3, charset_normalizer or docker-py.
+process never imports requests, urllib3, charset_normalizer or docker-py. Each call of a
+test run is checked here, through the light client and through DockerPyEngine (docker-py,
+for TLS engines): the same answers from both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
 from bgci.dockerhost import engine_errors
-from bgci.engine import DockerPyReader, EngineAPIError, EngineClient, connect, encode_auth, uses_tls
-from bgci.errors import DockerUnavailable, SchedulerError
+from bgci.engine import (
+    DockerPyEngine,
+    DockerPyReader,
+    Engine,
+    EngineAPIError,
+    EngineClient,
+    connect,
+    encode_auth,
+    uses_tls,
+)
+from bgci.errors import DockerUnavailable, ImageNotFound, SchedulerError
 from bgci.probe import check_health, get
 from tests.support import BASE_IMAGE, free_port, unique_app_name
 
@@ -94,6 +109,130 @@ def test_tls_engines_are_left_to_docker_py() -> None:
     assert encode_auth({"username": "u", "password": "p"}) == "eyJ1c2VybmFtZSI6ICJ1IiwgInBhc3N3b3JkIjogInAifQ=="
 
 
+# -- a test run's calls, through both clients --------------------------------------------------------------
+@pytest.fixture(params=["light", "docker-py"])
+def engine(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> Engine:
+    return EngineClient() if request.param == "light" else DockerPyEngine(docker_client)
+
+
+@pytest.fixture
+def create(engine: Engine) -> Iterator[Callable[..., str]]:
+    """Create a container of the base image through `engine`; every one is removed at the end."""
+    made: list[str] = []
+
+    def create_container(command: list[str], environment: dict[str, str] | None = None) -> str:
+        made.append(engine.create_container(BASE_IMAGE, command, environment=environment or {},
+                                            name=unique_app_name("engine"), labels={"io.bgci.test": "engine"}))
+        return made[-1]
+
+    yield create_container
+    for container_id in made:
+        engine.remove_container(container_id)
+
+
+def test_create_container_equals_docker_py(docker_client: docker.DockerClient) -> None:
+    # The light client's body gives the container docker-py's containers.create gives: same config,
+    # same host config (the engine fills in the same defaults), so a test runs as it did.
+    arguments = {"environment": {"A": "1", "B": "two words"}, "labels": {"io.bgci.test": "create"}}
+    light_id = EngineClient().create_container(BASE_IMAGE, ["sh", "-c", "exit 0"], name=unique_app_name("light"),
+                                               **arguments)
+    heavy = docker_client.containers.create(BASE_IMAGE, command=["sh", "-c", "exit 0"], name=unique_app_name("heavy"),
+                                            detach=True, **arguments)
+    try:
+        light = docker_client.api.inspect_container(light_id)
+        assert {**light["Config"], "Hostname": ""} == {**heavy.attrs["Config"], "Hostname": ""}
+        assert light["HostConfig"] == heavy.attrs["HostConfig"]
+        assert light["Config"]["Env"][-2:] == ["A=1", "B=two words"]
+    finally:
+        docker_client.api.remove_container(light_id, force=True)
+        heavy.remove(force=True)
+
+
+def test_a_container_s_run(engine: Engine, create: Callable[..., str]) -> None:
+    container_id = create(["sh", "-c", "echo out1; sleep 0.3; echo err1 >&2; sleep 0.3; echo out2; "
+                                       "echo $GREETING > /tmp/report.xml"], {"GREETING": "hello"})
+    # The engine stats a path of a created container (the image's files): a missing one is a 404.
+    assert engine.archive_stat(container_id, "/tmp/report.xml") is None
+    assert engine.archive_stat(container_id, "/etc")["name"] == "etc"  # type: ignore[index]
+    engine.start_container(container_id)
+    # Followed: stdout and stderr come in one stream, in the order written (the engine copies each
+    # from its own pipe, so the sleeps keep the order definite), and the stream ends when the container does.
+    assert b"".join(engine.logs(container_id, follow=True)) == b"out1\nerr1\nout2\n"
+    assert engine.wait_container(container_id, timeout=30) == 0
+    # The engine's own selection of a stream: frames of stream 2 only.
+    assert b"".join(engine.logs(container_id, stderr=True, stdout=False)) == b"err1\n"
+    stat = engine.archive_stat(container_id, "/tmp/report.xml")
+    assert stat is not None and (stat["name"], stat["size"]) == ("report.xml", 6) and stat["mtime"]
+    archive = engine.get_archive(container_id, "/tmp/report.xml")
+    assert archive is not None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.next()
+        assert member is not None and tar.extractfile(member).read() == b"hello\n"  # type: ignore[union-attr]
+    assert engine.get_archive(container_id, "/tmp/nothing") is None
+
+
+def test_a_long_line_and_a_big_output_are_read_whole(engine: Engine, create: Callable[..., str]) -> None:
+    # The engine's log copier cuts a line longer than 16 KiB into several messages, each its own
+    # frame, to be joined back into one line. 100,000 more lines: ~600 KB of frames.
+    container_id = create(["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; echo; seq 1 100000"])
+    engine.start_container(container_id)
+    assert engine.wait_container(container_id, timeout=60) == 0
+    chunks = list(engine.logs(container_id))
+    before_newline = next(i for i, chunk in enumerate(chunks) if b"\n" in chunk)
+    assert before_newline >= 2 and b"".join(chunks[:before_newline + 1]).index(b"\n") == 40000
+    assert b"".join(chunks) == b"x" * 40000 + b"\n" + "".join(f"{n}\n" for n in range(1, 100001)).encode()
+
+
+def test_a_wait_times_out_then_the_container_is_killed(engine: Engine, create: Callable[..., str]) -> None:
+    container_id = create(["sleep", "60"])
+    engine.start_container(container_id)
+    # The engine sends the wait's headers at once and its body at the exit: the timeout ends the wait.
+    started = time.monotonic()
+    assert engine.wait_container(container_id, timeout=1) is None
+    assert 1 <= time.monotonic() - started < 10
+    engine.kill_container(container_id)
+    assert engine.wait_container(container_id, timeout=30) == 137  # 128 + SIGKILL
+    # Killing a container that is not running is a refusal (409), which run_suite takes as "it exited".
+    with pytest.raises(EngineAPIError) as refused:
+        engine.kill_container(container_id)
+    assert refused.value.status_code == 409 and "is not running" in refused.value.explanation
+
+
+def test_what_is_missing(engine: Engine) -> None:
+    # Removing a container that is gone already: the engine's 404, which is no error here.
+    assert engine.remove_container(unique_app_name("gone")) is False
+    with pytest.raises(EngineAPIError) as no_container:
+        engine.start_container(unique_app_name("gone"))
+    assert no_container.value.status_code == 404
+    # No such image: 404 "No such image", which the boundary words as docker-py's ImageNotFound.
+    missing = f"{unique_app_name()}:missing"
+    with pytest.raises(ImageNotFound, match=r"^create x: No such image") as caught, engine_errors("create x"):
+        engine.create_container(missing, ["true"], environment={}, name=unique_app_name(), labels={})
+    assert caught.value.exit_code == 4
+
+
+def test_tag_image(engine: Engine, docker_client: docker.DockerClient) -> None:
+    repository = unique_app_name("tagged")
+    base_id = docker_client.images.get(BASE_IMAGE).id
+    try:
+        engine.tag_image(base_id, repository, "t1")
+        assert engine.inspect_image(f"{repository}:t1")["Id"] == base_id  # type: ignore[index]
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.images.remove(f"{repository}:t1")
+
+
+def test_a_dead_engine_is_no_timeout(tmp_path: Path) -> None:
+    # A refused or missing socket is the engine not answering, never a wait that timed out.
+    dead = EngineClient(f"unix://{tmp_path}/nosock")
+    with pytest.raises(DockerUnavailable, match="No such file"):
+        dead.wait_container("x", timeout=1)
+    with pytest.raises(DockerUnavailable, match=r"^create container n: Docker daemon not answering"):
+        dead.create_container(BASE_IMAGE, ["true"], environment={}, name="n", labels={})
+    with pytest.raises(DockerUnavailable):
+        list(dead.logs("x", follow=True))
+
+
 # -- probes over http.client ---------------------------------------------------------------------------------
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
@@ -139,3 +278,4 @@ def test_the_promote_path_imports_neither_requests_nor_docker() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.stdout.strip() == "[]"
+

@@ -159,9 +159,9 @@ class LocalScheduler:
         if client is not None:
             self.client = client  # instead of connecting on first use
         if reader is None:
-            from bgci.engine import DockerPyReader
+            from bgci.engine import DockerPyEngine
 
-            reader = DockerPyReader(client or self.client)
+            reader = DockerPyEngine(client or self.client)
         self.reader = reader
         self.app = app
         self.bind_address = bind_address

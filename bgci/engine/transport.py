@@ -1,0 +1,169 @@
+"""HTTP to the Docker engine over its unix socket or plain tcp, a new connection per request.
+
+A new connection is cheap on a local socket and safe from any thread (the test run reads
+the logs in one thread while it waits in another). Errors are converted here, once: an
+engine that does not answer (a missing socket, a refused connection, a timeout, a
+connection dropped mid-answer) is DockerUnavailable, worded as bgci.dockerhost words it
+(EngineTimeout for a timeout, so a caller that expects one can tell); any error status is
+:class:`EngineAPIError` with the engine's own `message`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from bgci.dockerhost import UNAVAILABLE_HINT, first_line
+from bgci.errors import DockerUnavailable
+
+READ_TIMEOUT = 60.0  # seconds: a listing or an inspect; a registry's answer can take a while
+DEFAULT_SOCKET = "/var/run/docker.sock"
+DEFAULT_TCP_PORT = 2375
+
+
+class EngineAPIError(Exception):
+    """The engine answered with an error status; `explanation` is its own message (as docker-py's APIError)."""
+
+    def __init__(self, status_code: int, explanation: str) -> None:
+        super().__init__(f"{status_code}: {explanation}")
+        self.status_code, self.explanation = status_code, explanation
+
+
+class EngineTimeout(DockerUnavailable):
+    """The engine did not answer within the request's timeout."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer of the engine, read to its end."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket: the engine's default transport."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Transport:
+    """Requests to the engine at `address` (unix://path, tcp://host:port or http://host:port)."""
+
+    def __init__(self, address: str, timeout: float = READ_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, action: str, *, body: Any = None,
+                headers: Mapping[str, str] | None = None, missing_ok: bool = False,
+                timeout: float | None = None) -> Answer:
+        """Send `method path` (`body` as JSON unless None) and read the answer. `timeout` (default: the
+        transport's) bounds each wait for the engine, as a socket timeout does; a 404 is an answer when
+        `missing_ok`, any other error status EngineAPIError."""
+        connection, response = self._send(method, path, action, body=body, headers=headers,
+                                          missing_ok=missing_ok, timeout=timeout or self.timeout)
+        try:
+            return Answer(response.status, response.headers, response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise self.unavailable(action, exc) from None
+        finally:
+            connection.close()
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, action: str) -> Iterator[http.client.HTTPResponse]:
+        """The response of `method path`, its body unread, with no timeout (a followed log ends when its
+        container stops); the connection is closed when the block ends. Errors as `request`'s."""
+        connection, response = self._send(method, path, action, timeout=None)
+        try:
+            yield response
+        finally:
+            connection.close()
+
+    def unavailable(self, action: str, exc: BaseException) -> DockerUnavailable:
+        """The error for an engine that did not answer `action`."""
+        kind = EngineTimeout if isinstance(exc, TimeoutError) else DockerUnavailable
+        return kind(f"{action}: Docker daemon not answering at {self.address}: {first_line(exc)}",
+                    hint=UNAVAILABLE_HINT)
+
+    def _send(self, method: str, path: str, action: str, *, body: Any = None,
+              headers: Mapping[str, str] | None = None, missing_ok: bool = False,
+              timeout: float | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """(connection, response) once the engine answered with a status we take; closed on any error."""
+        sent = {"Accept": "application/json", **(headers or {})}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        connection = self._connection(timeout)
+        try:
+            connection.request(method, path, body=data, headers=sent)
+            response = connection.getresponse()
+            if response.status >= 400 and not (response.status == 404 and missing_ok):
+                raise EngineAPIError(response.status,
+                                     _message(response.read()) or f"HTTP {response.status} {response.reason}")
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise self.unavailable(action, exc) from None
+        except BaseException:
+            connection.close()
+            raise
+        return connection, response
+
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        scheme, _, rest = self.address.partition("://")
+        if scheme == "unix":
+            return UnixHTTPConnection(rest or DEFAULT_SOCKET, timeout)
+        if scheme in ("tcp", "http"):
+            where = urlsplit(f"http://{rest}")
+            return http.client.HTTPConnection(where.hostname or "localhost", where.port or DEFAULT_TCP_PORT,
+                                              timeout=timeout)
+        raise DockerUnavailable(f"DOCKER_HOST={self.address}: not unix://, tcp:// or http://",
+                                hint=UNAVAILABLE_HINT)
+
+
+def uses_tls(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether DOCKER_HOST needs more than plain HTTP (TLS or ssh): then docker-py speaks to the engine."""
+    if environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH"):
+        return True
+    host = environ.get("DOCKER_HOST", "")
+    return bool(host) and not host.startswith(("unix://", "tcp://", "http://"))
+
+
+def encode_auth(auth: Mapping[str, str]) -> str:
+    """The X-Registry-Auth header: base64url of the JSON credentials (as docker-py's auth.encode_header)."""
+    return base64.urlsafe_b64encode(json.dumps(dict(auth)).encode("ascii")).decode("ascii")
+
+
+def decode_header(value: str) -> dict[str, Any]:
+    """A JSON header in base64 (X-Docker-Container-Path-Stat), as docker-py's utils.decode_json_header."""
+    return dict(json.loads(base64.b64decode(value)))
+
+
+def _message(body: bytes) -> str:
+    """The engine's `message` in an error answer, whole (callers shorten it for one line)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()
+    return str(answer.get("message", "")).strip() if isinstance(answer, dict) and answer.get("message") else ""
