@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import docker
 
     from bgci.deployer import Deployer, SwitchResult
-    from bgci.engine import EngineReader
+    from bgci.engine import Engine
     from bgci.environments import EnvironmentService
     from bgci.images import ImageRef
     from bgci.reports import SwitchReport, Verdict
@@ -75,13 +75,13 @@ class Bgci(MetricsMixin):
         return connect()
 
     @cached_property
-    def engine(self) -> EngineReader:
-        """Read-only engine access (bgci.engine): docker-py's client when this process has one already,
-        else the light client, so `bgci promote` never imports docker-py."""
+    def engine(self) -> Engine:
+        """The engine (bgci.engine): through docker-py's client when this process has one already, else the
+        light client, so `bgci promote` and `bgci test` never import docker-py."""
         from bgci import engine
 
         if "docker" in self.__dict__:
-            return engine.DockerPyReader(self.docker)
+            return engine.DockerPyEngine(self.docker)
         return engine.connect()
 
     @cached_property
@@ -120,7 +120,7 @@ class Bgci(MetricsMixin):
         """The exact image `reference` names: local, else pulled from the registry."""
         from bgci.images import resolve_image
 
-        return resolve_image(self.docker, self.settings, reference, self.log)
+        return resolve_image(self.engine, self.settings, reference, self.log)
 
     def test(self, reference: str, *, results_dir: Path | None = None, timeout: float | None = None,
              output: Log | None = None) -> TestReport:
@@ -128,10 +128,10 @@ class Bgci(MetricsMixin):
         from bgci import gate, testing
 
         image = self.resolve_image(reference)
-        report = testing.run_tests(self.docker, self.settings, image, results_dir=self.results_dir(results_dir),
+        report = testing.run_tests(self.engine, self.settings, image, results_dir=self.results_dir(results_dir),
                                    timeout=timeout, output=output or self.log, log=self.log)
         if report.passed:
-            gate.record_pass(self.docker, self.settings, image, self.log)
+            gate.record_pass(self.engine, self.settings, image, self.log)
         return report
 
     # -- environments --------------------------------------------------------------------------------------

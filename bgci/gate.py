@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import docker
 
     from bgci.config import Settings
-    from bgci.engine import EngineReader
+    from bgci.engine import Engine, EngineReader
     from bgci.images import ImageRef
     from bgci.schedulers.base import Environment
 
@@ -33,16 +33,22 @@ def tested_tag(sha: str) -> str:
 
 
 @engine_errors("record the test pass", RegistryError)
-def record_pass(client: docker.DockerClient, settings: Settings, image: ImageRef, log: Log) -> str:
-    """Tag the tested image `<repo>:tested-<sha>` (pushed when it came from the registry); the reference."""
-    from bgci.registry import push_image
+def record_pass(client: Engine | docker.DockerClient, settings: Settings, image: ImageRef, log: Log) -> str:
+    """Tag the tested image `<repo>:tested-<sha>` (pushed when it came from the registry); the reference.
+
+    `client` is a bgci.engine Engine (or a docker-py client): only the push needs docker-py, imported then.
+    """
+    from bgci.engine import as_engine
 
     if not image.sha:
         raise UntestedImage(f"image {image.reference} has no revision label: its pass cannot be recorded by sha")
+    engine = as_engine(client)
     repository, tag = settings.image_repository, tested_tag(image.sha)
-    client.images.get(image.id).tag(repository, tag)
+    engine.tag_image(image.id, repository, tag)
     if settings.registry.url and image.repo_digest:
-        push_image(client, repository, tag, credentials=settings.registry_credentials,
+        from bgci.registry import push_image
+
+        push_image(engine.docker_client(), repository, tag, credentials=settings.registry_credentials,
                    retry_seconds=settings.registry.retry_seconds, log=log)
     log(f"recorded the pass: {repository}:{tag} ({image.digest})")
     return f"{repository}:{tag}"

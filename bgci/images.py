@@ -8,17 +8,20 @@ registry, its repo digest.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-import docker
-from docker.errors import ImageNotFound as DockerImageNotFound
+from typing import TYPE_CHECKING, Any
 
 from bgci import labels
 from bgci.config import Settings
 from bgci.dockerhost import engine_errors
+from bgci.engine import as_engine
 from bgci.errors import ConfigError, ImageNotFound
-from bgci.registry import pull_image
+
+if TYPE_CHECKING:
+    import docker
+
+    from bgci.engine import Engine
 
 SHA_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 
@@ -59,26 +62,41 @@ def reference_for_sha(settings: Settings, sha: str) -> str:
 
 
 @engine_errors("find image", ImageNotFound)
-def resolve_image(client: docker.DockerClient, settings: Settings, reference: str,
+def resolve_image(client: Engine | docker.DockerClient, settings: Settings, reference: str,
                   log: Callable[[str], None]) -> ImageRef:
-    """Inspect `reference` locally; pull it from the registry when missing; raise ImageNotFound."""
-    try:
-        image = client.images.get(reference)
-    except DockerImageNotFound:
-        if not settings.registry.url or not reference.startswith(settings.registry.url + "/"):
-            raise ImageNotFound(
-                f"image {reference} not found locally and no registry to pull it from",
-                hint="build it with `bgci build auto` or set BGCI_REGISTRY",
-            ) from None
-        repository, tag = split_reference(reference)
-        pull_image(client, repository, tag, credentials=settings.registry_credentials,
-                   retry_seconds=settings.registry.retry_seconds, log=log)
-        image = client.images.get(reference)
-    return image_ref(image, reference)
+    """Inspect `reference` locally; pull it from the registry when missing; raise ImageNotFound.
+
+    `client` is a bgci.engine Engine (or a docker-py client): only a pull needs docker-py, imported then.
+    """
+    engine = as_engine(client)
+    found = find_local(engine, reference)
+    if found is not None:
+        return found
+    if not settings.registry.url or not reference.startswith(settings.registry.url + "/"):
+        raise ImageNotFound(
+            f"image {reference} not found locally and no registry to pull it from",
+            hint="build it with `bgci build auto` or set BGCI_REGISTRY",
+        )
+    from bgci.registry import pull_image
+
+    repository, tag = split_reference(reference)
+    pull_image(engine.docker_client(), repository, tag, credentials=settings.registry_credentials,
+               retry_seconds=settings.registry.retry_seconds, log=log)
+    pulled = find_local(engine, reference)
+    if pulled is None:
+        raise ImageNotFound(f"image {reference}: pulled, yet the engine does not have it")
+    return pulled
 
 
-def image_ref(image: docker.models.images.Image, reference: str) -> ImageRef:
+def find_local(engine: Engine, reference: str) -> ImageRef | None:
+    """The image `reference` names on the engine itself, or None."""
+    attrs = engine.inspect_image(reference)
+    return image_ref(attrs, reference) if attrs is not None else None
+
+
+def image_ref(attrs: Mapping[str, Any], reference: str) -> ImageRef:
+    """The ImageRef of an image's attributes (the engine's inspect answer), as named by `reference`."""
     repository, _ = split_reference(reference)
-    repo_digest = next((d for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@")), "")
-    found = (image.attrs.get("Config") or {}).get("Labels") or {}
-    return ImageRef(reference=reference, id=image.id, repo_digest=repo_digest, sha=found.get(labels.REVISION, ""))
+    repo_digest = next((d for d in attrs.get("RepoDigests") or [] if d.startswith(repository + "@")), "")
+    found = (attrs.get("Config") or {}).get("Labels") or {}
+    return ImageRef(reference=reference, id=attrs["Id"], repo_digest=repo_digest, sha=found.get(labels.REVISION, ""))

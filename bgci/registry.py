@@ -5,6 +5,10 @@ errors, so each stream is read to the end and its error classified: connection
 problems and 5xx are worth retrying (a registry that stops answering for a
 while is normal), refused credentials are not. Credentials go to the engine in
 the X-Registry-Auth header (docker-py's auth_config), never in argv or output.
+
+docker-py's errors are imported in the functions, whose callers hold a docker-py client
+already: importing this module stays cheap for `bgci test`, which pushes and pulls only
+sometimes.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import docker
-from docker.errors import APIError, NotFound
-
 from bgci.config import Credentials
 from bgci.errors import BgciError, ImageNotFound, RegistryAuthError, RegistryError
 
 if TYPE_CHECKING:
+    import docker
     import tenacity
 
 Log = Callable[[str], None]
@@ -40,6 +42,7 @@ class TransientRegistryError(RegistryError):
 def push_image(client: docker.DockerClient, repository: str, tag: str, *, credentials: Credentials,
                retry_seconds: float, log: Log) -> str:
     """Push repository:tag; return the manifest digest the registry stored."""
+    from docker.errors import APIError
 
     def attempt() -> str:
         try:
@@ -59,6 +62,7 @@ def push_image(client: docker.DockerClient, repository: str, tag: str, *, creden
 def pull_image(client: docker.DockerClient, repository: str, tag: str, *, credentials: Credentials,
                retry_seconds: float, log: Log) -> None:
     """Pull repository:tag; raise ImageNotFound when the registry does not have it."""
+    from docker.errors import APIError, NotFound
 
     def attempt() -> None:
         try:
@@ -75,6 +79,8 @@ def pull_image(client: docker.DockerClient, repository: str, tag: str, *, creden
 
 def login(client: docker.DockerClient, registry: str, credentials: Credentials) -> None:
     """Check credentials up front, so a refusal is one clear error before any work."""
+    from docker.errors import APIError
+
     if not credentials.username:
         return
     try:

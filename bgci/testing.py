@@ -41,18 +41,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import docker
-import requests
-from docker.errors import APIError, DockerException, NotFound
-from docker.errors import ImageNotFound as DockerImageNotFound
+from typing import TYPE_CHECKING, Any
 
 from bgci import junit, labels
 from bgci.config import Settings, TestSettings
 from bgci.dockerhost import engine_errors
-from bgci.errors import ConfigError, TestsFailed
-from bgci.images import ImageRef, image_ref
+from bgci.engine import EngineAPIError, as_engine
+from bgci.errors import ConfigError, ImageNotFound, TestsFailed
+from bgci.images import ImageRef, find_local
+
+if TYPE_CHECKING:
+    import docker
+
+    from bgci.engine import Engine
 
 Log = Callable[[str], None]
 
@@ -128,15 +129,19 @@ class TestReport:
 
 # -- the whole run -----------------------------------------------------------------------------------
 @engine_errors("test run", TestsFailed, hint="the suite did not run to its end; nothing was left behind")
-def run_tests(client: docker.DockerClient, settings: Settings, image: ImageRef, *, results_dir: Path,
+def run_tests(client: Engine | docker.DockerClient, settings: Settings, image: ImageRef, *, results_dir: Path,
               timeout: float | None = None, output: Log, log: Log) -> TestReport:
-    """Run the suite against `image` (through its test image when extras are configured); write the report."""
+    """Run the suite against `image` (through its test image when extras are configured); write the report.
+
+    `client` is a bgci.engine Engine (or a docker-py client): docker-py is needed only to build a test image.
+    """
+    engine = as_engine(client)
     test = settings.test
     timeout = timeout or test.timeout
-    run_image = ensure_test_image(client, settings, image, log)
+    run_image = ensure_test_image(engine, settings, image, log)
     name = image.sha or f"digest-{_hex12(image.digest)}"
     log(f"testing {image.reference} ({image.digest}) in {run_image.reference}: {' '.join(test.command)}")
-    run = run_suite(client, run_image.id, test, timeout=timeout, output=output,
+    run = run_suite(engine, run_image.id, test, timeout=timeout, output=output,
                     name=f"{settings.app}-test-{name[:12]}-{uuid.uuid4().hex[:6]}",
                     container_labels={labels.APP: settings.app, labels.KIND: "test-run"})
     properties = {"bgci.kind": "unit", "bgci.app": settings.app, "bgci.sha": image.sha,
@@ -174,21 +179,28 @@ def test_dockerfile(base_image_id: str, packages: list[str], user: str, image_la
     return "\n".join(lines) + "\n"
 
 
-def ensure_test_image(client: docker.DockerClient, settings: Settings, image: ImageRef, log: Log) -> ImageRef:
+def ensure_test_image(client: Engine | docker.DockerClient, settings: Settings, image: ImageRef,
+                      log: Log) -> ImageRef:
     """The image the suite runs in: `image` itself, or its test image (built once, then reused)."""
+    engine = as_engine(client)
     packages = sorted(set(settings.test.extra_packages))
     if not packages:
         return image
     tag = test_image_tag(settings, image, packages)
-    with contextlib.suppress(DockerImageNotFound):
-        ref = image_ref(client.images.get(tag), tag)
+    found = find_local(engine, tag)
+    if found is not None:
         log(f"reusing test image {tag}")
-        return ref
+        return found
+    return _build_test_image(engine, image, tag, packages, log)
+
+
+def _build_test_image(engine: Engine, image: ImageRef, tag: str, packages: list[str], log: Log) -> ImageRef:
+    """`docker build` of test_dockerfile, through docker-py (imported here: most runs reuse the image)."""
     from bgci.build import _follow_build  # the build stream reader shared with full builds
 
-    user = (client.images.get(image.id).attrs.get("Config") or {}).get("User") or ""
+    user = ((engine.inspect_image(image.id) or {}).get("Config") or {}).get("User") or ""
     image_labels = {labels.KIND: "test", labels.TEST_BASE: image.id, labels.TEST_BASE_DIGEST: image.digest,
-              labels.TEST_PACKAGES: " ".join(packages)}
+                    labels.TEST_PACKAGES: " ".join(packages)}
     dockerfile = test_dockerfile(image.id, packages, user, image_labels).encode()
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
@@ -197,52 +209,56 @@ def ensure_test_image(client: docker.DockerClient, settings: Settings, image: Im
         tar.addfile(info, io.BytesIO(dockerfile))
     context.seek(0)
     log(f"building test image {tag}: {image.reference} + {' '.join(packages)}")
-    stream = client.api.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, decode=True)
+    stream = engine.docker_client().api.build(fileobj=context, custom_context=True, tag=tag, rm=True,
+                                              forcerm=True, decode=True)
     _follow_build(stream, log)
-    return image_ref(client.images.get(tag), tag)
+    built = find_local(engine, tag)
+    if built is None:
+        raise ImageNotFound(f"test image {tag}: built, yet the engine does not have it")
+    return built
 
 
 # -- one container run -------------------------------------------------------------------------------
-def run_suite(client: docker.DockerClient, image_id: str, test: TestSettings, *, timeout: float, output: Log,
+def run_suite(engine: Engine, image_id: str, test: TestSettings, *, timeout: float, output: Log,
               name: str, container_labels: dict[str, str]) -> SuiteRun:
     """Run the command in a fresh container, stream its output, copy the JUnit file out, remove it."""
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-    container = None
+    container_id = ""
     started = time.monotonic()
     try:
         try:
-            container = client.containers.create(image_id, command=test.command, environment=test.env,
-                                                 name=name, labels=container_labels, detach=True)
-            before = _file_stat(container, test.junit_path)
+            container_id = engine.create_container(image_id, test.command, environment=test.env, name=name,
+                                                   labels=container_labels)
+            before = engine.archive_stat(container_id, test.junit_path)
             started = time.monotonic()
-            container.start()
-        except APIError as exc:  # no such command, no such user, ...: the run itself could not happen
+            engine.start_container(container_id)
+        except EngineAPIError as exc:  # no such command, no such user, ...: the run itself could not happen
             return SuiteRun(exit_code=None, timed_out=False, duration=time.monotonic() - started, junit=None,
-                            start_error=str(exc.explanation or exc).strip())
-        reader = threading.Thread(target=_stream_output, args=(container, output, tail), daemon=True)
+                            start_error=exc.explanation)
+        reader = threading.Thread(target=_stream_output, args=(engine, container_id, output, tail), daemon=True)
         reader.start()
-        exit_code, timed_out = _wait(container, timeout)
+        exit_code, timed_out = _wait(engine, container_id, timeout)
         reader.join(timeout=10)
         duration = time.monotonic() - started
         return SuiteRun(exit_code=exit_code, timed_out=timed_out, duration=duration,
-                        junit=_copy_report(container, test.junit_path, before), output_tail=tuple(tail))
+                        junit=_copy_report(engine, container_id, test.junit_path, before), output_tail=tuple(tail))
     finally:
-        # By name when create() was interrupted after the engine made the container; gone already is fine.
-        with contextlib.suppress(DockerException):
-            client.api.remove_container(container.id if container else name, v=True, force=True)
+        # By name when create was interrupted after the engine made the container; gone already is fine.
+        with contextlib.suppress(EngineAPIError):
+            engine.remove_container(container_id or name)
 
 
-def _stream_output(container: docker.models.containers.Container, output: Log, tail: deque[str]) -> None:
+def _stream_output(engine: Engine, container_id: str, output: Log, tail: deque[str]) -> None:
     """Pass the container's output on line by line, keeping the last lines for a failure report."""
     pending = b""
     try:
-        for chunk in container.logs(stream=True, follow=True):
+        for chunk in engine.logs(container_id, follow=True):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 _emit(line, output, tail)
-    except (DockerException, requests.exceptions.RequestException):
-        pass  # the container went away: what was read is all there is
+    except Exception:  # the container or the engine went away: what was read is all there is
+        pass  # (and an exception left to this thread would print a traceback)
     if pending:
         _emit(pending, output, tail)
 
@@ -253,47 +269,37 @@ def _emit(raw: bytes, output: Log, tail: deque[str]) -> None:
     output(line)
 
 
-def _wait(container: docker.models.containers.Container, timeout: float) -> tuple[int | None, bool]:
+def _wait(engine: Engine, container_id: str, timeout: float) -> tuple[int | None, bool]:
     """(exit code, timed out): wait up to `timeout` s, then SIGKILL the whole container."""
+    exit_code = engine.wait_container(container_id, timeout)
+    if exit_code is not None:
+        return exit_code, False
     try:
-        return int(container.wait(timeout=timeout)["StatusCode"]), False
-    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-        pass
-    try:
-        container.kill()
-    except APIError:  # it exited just as the deadline passed: its own status stands
-        return int(container.wait(timeout=KILL_WAIT_SECONDS)["StatusCode"]), False
-    container.wait(timeout=KILL_WAIT_SECONDS)
+        engine.kill_container(container_id)
+    except EngineAPIError:  # it exited just as the deadline passed: its own status stands
+        exit_code = engine.wait_container(container_id, KILL_WAIT_SECONDS)
+        return exit_code, exit_code is None
+    engine.wait_container(container_id, KILL_WAIT_SECONDS)
     return None, True
 
 
-def _file_stat(container: docker.models.containers.Container, path: str) -> dict[str, Any] | None:
-    """The engine's stat of `path` in the container (size, mode, mtime), or None if there is no such file."""
-    try:
-        stream, stat = container.get_archive(path)
-    except NotFound:
-        return None
-    for _ in stream:  # drain, so the connection goes back to the pool
-        pass
-    return dict(stat)
-
-
-def _copy_report(container: docker.models.containers.Container, path: str,
-                 before: dict[str, Any] | None) -> bytes | None:
+def _copy_report(engine: Engine, container_id: str, path: str, before: dict[str, Any] | None) -> bytes | None:
     """The JUnit file this run wrote, via the archive API; None if the run did not write one.
 
     `before` is the file as the image had it (None: absent): a report baked into
     the image and left untouched is not this run's.
     """
-    try:
-        stream, stat = container.get_archive(path)
-    except NotFound:
+    stat = engine.archive_stat(container_id, path)
+    if stat is None:
         return None
     if before is not None and all(stat.get(k) == before.get(k) for k in ("size", "mode", "mtime")):
         return None
     if int(stat.get("size", 0)) > MAX_REPORT_BYTES:
         return b""  # reported as broken: far too big to be a test report
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+    archive = engine.get_archive(container_id, path)
+    if archive is None:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.next()
         if member is None or not member.isfile():
             return None

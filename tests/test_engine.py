@@ -1,9 +1,10 @@
-"""The light engine client (bgci.engine) against the real engine, the stdlib probes, and what promote imports.
+"""The light engine client (bgci.engine) against the real engine, the stdlib probes, and what promote and
+`bgci test` import.
 
-`bgci promote` reads the engine through bgci.engine and probes over http.client, so its
-process never imports requests, urllib3, charset_normalizer or docker-py. Each call of a
-test run is checked here, through the light client and through DockerPyEngine (docker-py,
-for TLS engines): the same answers from both.
+`bgci promote` reads the engine through bgci.engine and probes over http.client, and `bgci test`
+runs its container through bgci.engine, so neither process imports requests, urllib3,
+charset_normalizer or docker-py. Each call of a test run is checked here, through the light
+client and through DockerPyEngine (docker-py, for TLS engines): the same answers from both.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ from __future__ import annotations
 import contextlib
 import http.server
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
+from bgci import labels, testing
 from bgci.dockerhost import engine_errors
 from bgci.engine import (
     DockerPyEngine,
@@ -36,6 +40,7 @@ from bgci.engine import (
 )
 from bgci.errors import DockerUnavailable, ImageNotFound, SchedulerError
 from bgci.probe import check_health, get
+from tests.conftest import remove_app_images
 from tests.support import BASE_IMAGE, free_port, unique_app_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +178,7 @@ def test_a_container_s_run(engine: Engine, create: Callable[..., str]) -> None:
 
 def test_a_long_line_and_a_big_output_are_read_whole(engine: Engine, create: Callable[..., str]) -> None:
     # The engine's log copier cuts a line longer than 16 KiB into several messages, each its own
-    # frame, to be joined back into one line. 100,000 more lines: ~600 KB of frames.
+    # frame; run_suite's reader joins them back into one line. 100,000 more lines: ~600 KB of frames.
     container_id = create(["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; echo; seq 1 100000"])
     engine.start_container(container_id)
     assert engine.wait_container(container_id, timeout=60) == 0
@@ -181,6 +186,12 @@ def test_a_long_line_and_a_big_output_are_read_whole(engine: Engine, create: Cal
     before_newline = next(i for i, chunk in enumerate(chunks) if b"\n" in chunk)
     assert before_newline >= 2 and b"".join(chunks[:before_newline + 1]).index(b"\n") == 40000
     assert b"".join(chunks) == b"x" * 40000 + b"\n" + "".join(f"{n}\n" for n in range(1, 100001)).encode()
+    # What run_suite streams: line by line, the long line whole, the last lines kept for the report.
+    lines: list[str] = []
+    tail: deque[str] = deque(maxlen=testing.OUTPUT_TAIL_LINES)
+    testing._stream_output(engine, container_id, lines.append, tail)
+    assert lines == ["x" * 40000, *(str(n) for n in range(1, 100001))]
+    assert list(tail) == [str(n) for n in range(99961, 100001)]
 
 
 def test_a_wait_times_out_then_the_container_is_killed(engine: Engine, create: Callable[..., str]) -> None:
@@ -279,3 +290,29 @@ def test_the_promote_path_imports_neither_requests_nor_docker() -> None:
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.stdout.strip() == "[]"
 
+
+def test_bgci_test_imports_neither_requests_nor_docker(tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    # `bgci test` in a new process, as Jenkins runs it: find the image, run the suite, copy its report
+    # out, record the pass (a tag); everything over the engine's socket. Then: what was imported.
+    app, sha = unique_app_name("light"), "0123456789abcdef0123456789abcdef01234567"
+    base = docker_client.containers.create(BASE_IMAGE, command="true")
+    try:
+        image = base.commit(app, sha, conf={"Labels": {labels.REVISION: sha}})
+    finally:
+        base.remove(force=True)
+    suite = "echo '<testsuite name=\"t\"><testcase classname=\"t\" name=\"a\"/></testsuite>' > /tmp/j.xml; echo ran"
+    config = tmp_path / "bgci.toml"
+    config.write_text(f'app = "{app}"\n[test]\ncommand = {json.dumps(["sh", "-c", suite])}\n'
+                      'junit_path = "/tmp/j.xml"\nextra_packages = []\n')
+    code = ("import sys\nfrom bgci.cli import main\nstatus = 0\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    status = exc.code\n"
+            f"print(status, sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", code, "--config", str(config), "test", "--image", f"{app}:{sha}",
+                                 "--junit-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert result.stdout.splitlines()[-1] == "0 []", result.stderr
+        assert "ran" in result.stderr.splitlines()  # the suite's output, streamed
+        assert docker_client.images.get(f"{app}:tested-{sha}").id == image.id  # the pass, recorded
+    finally:
+        remove_app_images(docker_client, app)

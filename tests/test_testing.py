@@ -3,7 +3,9 @@
 The sample app is built once per session (conftest's `sample_build`); its test
 image (production + memcached) once per module. Every run checks that no
 container of the image is left behind, and every report is checked the way a
-Jenkins `junit` step reads it.
+Jenkins `junit` step reads it. The library is called with the light engine client
+(bgci.engine.connect()), as `bgci test` calls it; docker-py only looks from outside
+(and, once, calls ensure_test_image: callers holding a docker-py client still can).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from bgci import build as builds
 from bgci import images, labels, testing
 from bgci.config import Settings, load_settings
+from bgci.engine import connect
 from bgci.errors import ConfigError, TestsFailed
 from bgci.images import ImageRef
 from tests.conftest import SampleBuild, remove_app_images
@@ -53,14 +56,14 @@ def no_container_left(client: docker.DockerClient, image_id: str) -> Iterator[No
 
 
 @pytest.fixture(scope="module")
-def prod(sample_build: SampleBuild, docker_client: docker.DockerClient) -> ImageRef:
+def prod(sample_build: SampleBuild) -> ImageRef:
     reference = images.reference_for_sha(sample_build.settings, sample_build.sha)
-    return images.resolve_image(docker_client, sample_build.settings, reference, lambda _: None)
+    return images.resolve_image(connect(), sample_build.settings, reference, lambda _: None)
 
 
 @pytest.fixture(scope="module")
-def test_image(sample_build: SampleBuild, docker_client: docker.DockerClient, prod: ImageRef) -> ImageRef:
-    return testing.ensure_test_image(docker_client, sample_build.settings, prod, lambda _: None)
+def test_image(sample_build: SampleBuild, prod: ImageRef) -> ImageRef:
+    return testing.ensure_test_image(connect(), sample_build.settings, prod, lambda _: None)
 
 
 def without_extras(settings: Settings, **test: object) -> Settings:
@@ -72,7 +75,7 @@ def run(client: docker.DockerClient, settings: Settings, image: ImageRef, tmp_pa
         timeout: float | None = None) -> tuple[testing.TestReport, list[str]]:
     output: list[str] = []
     with no_container_left(client, image.id):
-        report = testing.run_tests(client, settings, image, results_dir=tmp_path, timeout=timeout,
+        report = testing.run_tests(connect(), settings, image, results_dir=tmp_path, timeout=timeout,
                                    output=output.append, log=lambda _: None)
     assert_jenkins_readable(report.junit_file)
     return report, output
