@@ -10,12 +10,12 @@ import importlib
 from typing import TYPE_CHECKING
 
 from bgci.errors import ConfigError
-from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, Scheduler
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the interface lives in bgci.schedulers.base; `bgci test` (the CLI's options) needs only the names
     from bgci.config import Settings
+    from bgci.schedulers.base import Scheduler
 
-__all__ = ["BACKENDS", "Environment", "EnvironmentSpec", "Instance", "Scheduler", "get_scheduler"]
+__all__ = ["BACKENDS", "get_scheduler"]
 
 # name -> "module:class"; each class is built as Class.from_settings(settings, force=force)
 BACKENDS = {
