@@ -12,45 +12,24 @@ docker-py's models rely on its api layer.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from bgci.errors import BgciError, DockerUnavailable, ImageNotFound
+from bgci.engine.dockerpy import DEFAULT_TIMEOUT, docker_client
+from bgci.engine.transport import UNAVAILABLE_HINT, EngineAPIError, engine_address
+from bgci.errors import BgciError, DockerUnavailable, ImageNotFound, first_line
 
 if TYPE_CHECKING:
     import docker
 
-DEFAULT_TIMEOUT = 300  # seconds; a commit or a push of a big layer can take a while
-UNAVAILABLE_HINT = "start dockerd (scripts/setup.sh does) or set DOCKER_HOST"
-
-
-_clients: dict[tuple[str, int], docker.DockerClient] = {}
-
 
 def connect(timeout: int = DEFAULT_TIMEOUT, address: str | None = None) -> docker.DockerClient:
-    """A client for DOCKER_HOST (default: the local socket), or for the plain engine at `address`.
-    Negotiating the API version is the first request, so an engine that does not answer fails
-    here, clearly.
-
-    One client per engine and process: the scheduler, the test gate and the builds share its
-    connection pool and its one version negotiation.
-    """
-    import docker
-
-    key = (address or engine_address(), timeout)
-    if key not in _clients:
-        with engine_errors("connect to the Docker engine"):
-            if address is None or address == engine_address():
-                _clients[key] = docker.from_env(version="auto", timeout=timeout)
-            else:
-                _clients[key] = docker.DockerClient(base_url=address, version="auto", timeout=timeout)
-    return _clients[key]
-
-
-def engine_address() -> str:
-    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    """docker-py's client for DOCKER_HOST (default: the local socket), or for the plain engine at
+    `address` (bgci.engine.dockerpy.docker_client), with an engine that does not answer as a clear
+    DockerUnavailable. One client per engine and process."""
+    with engine_errors("connect to the Docker engine"):
+        return docker_client(address, timeout)
 
 
 @contextlib.contextmanager
@@ -75,8 +54,6 @@ def engine_errors(action: str, error: type[BgciError] = BgciError, hint: str | N
 
 def _converted(exc: Exception, action: str, error: type[BgciError], hint: str | None) -> BgciError | None:
     """The BgciError for an engine error, None for any other exception (it propagates as it is)."""
-    from bgci.engine import EngineAPIError
-
     if isinstance(exc, EngineAPIError):
         if exc.status_code == 404 and "no such image" in exc.explanation.lower():  # docker-py's ImageNotFound
             return _image_not_found(action, exc)
@@ -105,11 +82,6 @@ def _converted(exc: Exception, action: str, error: type[BgciError], hint: str | 
 def explanation(exc: Exception) -> str:
     """The engine's own words for an APIError (its `explanation`), on one line."""
     return first_line(getattr(exc, "explanation", None) or exc)
-
-
-def first_line(value: object, limit: int = 300) -> str:
-    lines = str(value).strip().splitlines()
-    return lines[0][:limit] if lines else type(value).__name__
 
 
 def _image_not_found(action: str, exc: Exception) -> ImageNotFound:

@@ -10,6 +10,12 @@ from secret values.
 from __future__ import annotations
 
 
+def first_line(value: object, limit: int = 300) -> str:
+    """The first line of an error's (or any value's) text, at most `limit` characters: one-line messages."""
+    lines = str(value).strip().splitlines()
+    return lines[0][:limit] if lines else type(value).__name__
+
+
 class BgciError(Exception):
     """Root of every error bgci raises on purpose."""
 

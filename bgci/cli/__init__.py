@@ -15,8 +15,7 @@ import click
 
 from bgci import __version__
 from bgci.cli.common import AppContext, terminate_as_interrupt
-from bgci.dockerhost import first_line
-from bgci.errors import BgciError
+from bgci.errors import BgciError, first_line
 
 # command name -> "module:attribute", loaded on first use
 COMMANDS = {

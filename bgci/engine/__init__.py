@@ -25,15 +25,16 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bgci.dockerhost import engine_address
-from bgci.engine.client import EngineClient, Filters, demultiplex
-from bgci.engine.dockerpy import DockerPyEngine
+from bgci.engine.client import EngineClient, demultiplex
+from bgci.engine.dockerpy import DockerPyEngine, docker_client
 from bgci.engine.transport import (
     READ_TIMEOUT,
     EngineAPIError,
     EngineTimeout,
+    Filters,
     UnixHTTPConnection,
     encode_auth,
+    engine_address,
     uses_tls,
 )
 
@@ -95,9 +96,7 @@ def connect() -> Engine:
     address = engine_address()
     if address not in _engines:
         if uses_tls():
-            from bgci.dockerhost import connect as docker_connect
-
-            _engines[address] = DockerPyEngine(docker_connect())
+            _engines[address] = DockerPyEngine(docker_client())  # docker-py's errors: callers' engine_errors
         else:
             client = EngineClient(address)
             client.ping()

@@ -14,20 +14,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from bgci.dockerhost import engine_address, first_line
 from bgci.engine.transport import (
     READ_TIMEOUT,
     EngineAPIError,
     EngineTimeout,
+    Filters,
     Transport,
     decode_header,
     encode_auth,
+    engine_address,
 )
+from bgci.errors import first_line
 
 if TYPE_CHECKING:
     import docker
 
-Filters = Mapping[str, str | Sequence[str]]
 FRAME_HEADER = struct.Struct(">BxxxL")  # stream (0 stdin, 1 stdout, 2 stderr), 3 zero bytes, payload length
 PATH_STAT_HEADER = "X-Docker-Container-Path-Stat"
 
@@ -162,9 +163,9 @@ class EngineClient:
 
     def docker_client(self) -> docker.DockerClient:
         """docker-py on this engine, for what only it does here (builds, pushes, pulls): imported now."""
-        from bgci.dockerhost import connect
+        from bgci.engine.dockerpy import docker_client
 
-        return connect(address=self.address)
+        return docker_client(self.address)
 
 
 def demultiplex(response: http.client.HTTPResponse) -> Iterator[tuple[int, bytes]]:

@@ -1,10 +1,11 @@
-"""The light client's calls through docker-py: for a TLS or ssh engine, or a docker-py client a caller holds.
+"""docker-py: its client for an engine (:func:`docker_client`), and the light client's calls through it
+(:class:`DockerPyEngine`), for a TLS or ssh engine or a docker-py client a caller holds.
 
 Same methods, same answers and the same errors as bgci.engine.client.EngineClient: the
 engine's refusals are EngineAPIError (docker-py's APIError converted here); a connection
 problem stays docker-py's or requests' error, which bgci.dockerhost.engine_errors turns
-into DockerUnavailable at the caller's boundary. docker-py is imported by whoever made
-the client, never by this module's import.
+into DockerUnavailable at the caller's boundary. docker-py is imported when a client is
+made, never by this module's import.
 """
 
 from __future__ import annotations
@@ -13,12 +14,34 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bgci.engine.transport import EngineAPIError
+from bgci.engine.transport import EngineAPIError, Filters, engine_address
 
 if TYPE_CHECKING:
     import docker
 
-    from bgci.engine.client import Filters
+
+
+DEFAULT_TIMEOUT = 300  # seconds; a commit or a push of a big layer can take a while
+
+_clients: dict[tuple[str, int], docker.DockerClient] = {}
+
+
+def docker_client(address: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> docker.DockerClient:
+    """docker-py's client for DOCKER_HOST (default: the local socket), or for the plain engine at `address`.
+
+    Negotiating the API version is its first request, so an engine that does not answer fails
+    here, with docker-py's own error (bgci.dockerhost.connect words it for users). One client per
+    engine and process: the scheduler, the test gate and the builds share its connection pool.
+    """
+    import docker
+
+    key = (address or engine_address(), timeout)
+    if key not in _clients:
+        if address is None or address == engine_address():
+            _clients[key] = docker.from_env(version="auto", timeout=timeout)
+        else:
+            _clients[key] = docker.DockerClient(base_url=address, version="auto", timeout=timeout)
+    return _clients[key]
 
 
 class DockerPyEngine:

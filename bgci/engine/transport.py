@@ -16,17 +16,23 @@ import http.client
 import json
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from bgci.dockerhost import UNAVAILABLE_HINT, first_line
-from bgci.errors import DockerUnavailable
+from bgci.errors import DockerUnavailable, first_line
 
+UNAVAILABLE_HINT = "start dockerd (scripts/setup.sh does) or set DOCKER_HOST"
+Filters = Mapping[str, str | Sequence[str]]  # a listing's filters: name -> value(s)
 READ_TIMEOUT = 60.0  # seconds: a listing or an inspect; a registry's answer can take a while
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DEFAULT_TCP_PORT = 2375
+
+
+def engine_address() -> str:
+    """DOCKER_HOST, else the local socket: the engine every bgci client talks to."""
+    return os.environ.get("DOCKER_HOST", f"unix://{DEFAULT_SOCKET}")
 
 
 class EngineAPIError(Exception):
