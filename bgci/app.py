@@ -79,10 +79,12 @@ class Bgci(MetricsMixin):
         """The engine (bgci.engine): through docker-py's client when this process has one already, else the
         light client, so `bgci promote` and `bgci test` never import docker-py."""
         from bgci import engine
+        from bgci.dockerhost import engine_errors
 
         if "docker" in self.__dict__:
             return engine.DockerPyEngine(self.docker)
-        return engine.connect()
+        with engine_errors("connect to the Docker engine"):  # a TLS engine's docker-py errors too
+            return engine.connect()
 
     @cached_property
     def scheduler(self) -> Scheduler:

@@ -183,7 +183,9 @@ class LocalScheduler:
         deployment locks to override."""
         from bgci import engine
 
-        return cls(None, settings.app, reader=engine.connect(), bind_address=settings.deploy.bind_address,
+        with engine_errors("connect to the Docker engine"):  # a TLS engine's docker-py errors too
+            reader = engine.connect()
+        return cls(None, settings.app, reader=reader, bind_address=settings.deploy.bind_address,
                    log_config=log_config_of(settings.deploy))
 
     # -- the Scheduler interface ---------------------------------------------------------------------------
