@@ -20,10 +20,10 @@ import heapq
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bgci.errors import ConfigError
-from bgci.schedulers.base import LogLine
 
 # What `docker logs` can read back (any other driver only with the engine's dual logging cache on).
 READABLE_DRIVERS = ("json-file", "local", "journald")
@@ -32,6 +32,15 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 # RFC 3339 with nanoseconds, as the engine writes it with timestamps=true (trailing zeros trimmed).
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line an instance wrote (stdout or stderr), without its newline."""
+
+    instance: str  # Instance.id: the container name (local) or the Marathon task id
+    time: datetime | None  # the engine's timestamp (local, UTC); None where the backend has none (Marathon)
+    text: str
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:

@@ -10,9 +10,23 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bgci.metrics.analysis import Traffic
     from bgci.router import NginxStatus
     from bgci.state import Switch
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """An environment's recent traffic from Prometheus (bgci.metrics.analysis.traffic_by_env reads it)."""
+
+    rps: float
+    error_ratio: float | None
+    p95_ms: float | None
+    window: float
+
+    def describe(self) -> str:
+        ratio = "-" if self.error_ratio is None else f"{self.error_ratio:.4f}"
+        p95 = "-" if self.p95_ms is None else f"{self.p95_ms:.1f} ms"
+        return f"{self.rps:.2f} req/s, error ratio {ratio}, p95 {p95} (last {self.window:g} s)"
 
 
 @dataclass(frozen=True)

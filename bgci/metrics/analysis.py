@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bgci.errors import ConfigError
+from bgci.status import Traffic
 
 if TYPE_CHECKING:
     from bgci.metrics.prometheus import PrometheusClient
@@ -185,21 +186,6 @@ def analyze(client: PrometheusClient, app: str, env: str, sha: str, criteria: Cr
 
 
 # -- figures for `bgci status` -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Traffic:
-    """An environment's recent traffic, for `bgci status`."""
-
-    rps: float
-    error_ratio: float | None
-    p95_ms: float | None
-    window: float
-
-    def describe(self) -> str:
-        ratio = "-" if self.error_ratio is None else f"{self.error_ratio:.4f}"
-        p95 = "-" if self.p95_ms is None else f"{self.p95_ms:.1f} ms"
-        return f"{self.rps:.2f} req/s, error ratio {ratio}, p95 {p95} (last {self.window:g} s)"
-
-
 def traffic_by_env(client: PrometheusClient, app: str, seconds: float) -> dict[str, Traffic]:
     """Every environment of `app` with series in Prometheus: three queries in all."""
     r, sel = promql_range(seconds), f'{{app="{app}"}}'

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from bgci import labels
+from bgci.logs import LogLine  # one line of an instance's log; the backends import it from here too
 
 ProgressCallback = Callable[[int, int], None]
 """Called as progress(healthy_instances, wanted_instances) while waiting."""
@@ -85,15 +86,6 @@ class Environment:
     @property
     def is_ready(self) -> bool:
         return len(self.healthy_instances) == self.wanted_instances == len(self.instances)
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One line an instance wrote (stdout or stderr), without its newline."""
-
-    instance: str  # Instance.id: the container name (local) or the Marathon task id
-    time: datetime | None  # the engine's timestamp (local, UTC); None where the backend has none (Marathon)
-    text: str
 
 
 @runtime_checkable
