@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,9 +56,6 @@ def developer_script() -> Path | None:
 
 def start_seconds(python: Path | str, runs: int = 11) -> float:
     """Median seconds for `python -c pass`: the interpreter's own start, site and .pth files included."""
-    import statistics
-    import time
-
     times = []
     for _ in range(runs):
         started = time.perf_counter()

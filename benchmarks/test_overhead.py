@@ -50,6 +50,10 @@ from tests.support import make_sample_repo, unique_app_name
 TARGET_SECONDS = 0.15  # `bgci test` over a bare `docker run --rm` of the same suite
 
 
+def quiet(_message: str) -> None:
+    pass
+
+
 def timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
@@ -82,7 +86,6 @@ def main() -> None:
 def measure(client, settings: Settings, workdir: Path, runs: int,  # type: ignore[no-untyped-def]
             installed: Installed) -> tuple[dict[str, dict[str, list[float]]], tuple[float, float]]:
     """(suite -> action -> seconds per round, the engine's copy-out figures)."""
-    quiet: Callable[[str], None] = lambda _: None  # noqa: E731
     source = builds.Source.open(settings, "HEAD")
     builds.build_full(client, settings, source, build_args={}, push=False, log=quiet)
     image = images.resolve_image(client, settings, images.reference_for_sha(settings, source.sha), quiet)
@@ -111,7 +114,6 @@ def measure(client, settings: Settings, workdir: Path, runs: int,  # type: ignor
 def suite_actions(client, settings: Settings, image: images.ImageRef, run_image: str,  # type: ignore[no-untyped-def]
                   workdir: Path, installed: Installed) -> dict[str, Callable[[], None]]:
     """The ways to run `settings`' suite: docker's CLI (bare, and doing bgci's job by hand), bgci's CLI, its library."""
-    quiet: Callable[[str], None] = lambda _: None  # noqa: E731
     env_flags = [flag for key, value in settings.test.env.items() for flag in ("-e", f"{key}={value}")]
     bare = ["docker", "run", "--rm", *env_flags, run_image, *settings.test.command]
     cli = [str(installed.bgci), "--quiet", "--config", str(settings.config_file), "test", "--image", image.reference,
