@@ -129,9 +129,11 @@ class Recorder {
         Process process = builder.start()
         process.outputStream.close()
         def out = new StringBuffer(), err = new StringBuffer()
-        process.consumeProcessOutput(out, err)
+        // One call that reads both streams into the buffers and joins its reader threads. (consumeProcessOutput
+        // followed by a bare waitForProcessOutput() starts a second pair of readers that throw data away, so
+        // stderr sometimes came back empty.)
+        process.waitForProcessOutput(out, err)
         int exit = process.waitFor()
-        process.waitForProcessOutput()
         return [exit: exit, stdout: out.toString(), stderr: err.toString()]
     }
 
