@@ -1,20 +1,23 @@
 """One health probe, used wherever bgci asks an instance "are you healthy now?".
 
-Probes go straight to the instance (or to bgci's own nginx) over the standard
-library's http.client: never through an HTTP proxy from the environment
-(http.client never reads http_proxy/no_proxy, and Jenkins agents often set them,
-though a proxy cannot reach loopback or cluster-internal addresses), never with
-.netrc credentials, never retried (the caller's poll loop is the retry), never
-following a redirect. It keeps `bgci promote` free of requests' import cost.
+Probes go straight to the instance (or to bgci's own nginx) over bgci.http11:
+never through an HTTP proxy from the environment (it never reads http_proxy or
+no_proxy, which Jenkins agents often set, though a proxy cannot reach loopback or
+cluster-internal addresses), never with .netrc credentials, never retried (the
+caller's poll loop is the retry), never following a redirect. It keeps `bgci
+promote` free of the import cost of requests, and of http.client's (bgci.http11 says why).
 """
 
 from __future__ import annotations
 
-import http.client
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
+
+from bgci import http11
+from bgci.netaddr import join_host_port
 
 PROBE_TIMEOUT = (1.0, 2.0)  # connect, read: loopback and cluster networks answer in milliseconds
 PROBE_THREADS = 16  # probes at once
@@ -23,17 +26,12 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def http_host(host: str) -> str:
-    """A host as it goes into a URL: IPv6 addresses in brackets."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 @dataclass(frozen=True)
 class Answer:
     """One HTTP answer, read whole."""
 
     status: int
-    headers: http.client.HTTPMessage
+    headers: http11.Headers
     body: bytes
 
     @property
@@ -45,20 +43,18 @@ def get(host: str, port: int, path: str, *, headers: dict[str, str] | None = Non
         timeout: tuple[float, float] = PROBE_TIMEOUT) -> Answer:
     """GET http://host:port/path on a new connection (Connection: close), redirects not followed.
 
-    `timeout` is (connect, read) seconds. Raises OSError (refused, reset, timed out) or
-    http.client.HTTPException (a malformed or missing answer).
+    `timeout` is (connect, read) seconds. Raises OSError: refused, reset, timed out, or
+    http11.ProtocolError for a malformed or missing answer.
     """
     connect_timeout, read_timeout = timeout
-    connection = http.client.HTTPConnection(host.strip("[]"), port, timeout=connect_timeout)
+    sock = socket.create_connection((host.strip("[]"), port), timeout=connect_timeout)
+    sock.settimeout(read_timeout)
+    response = http11.exchange(sock, "GET", path, host=join_host_port(host.strip("[]"), port),
+                               headers=headers)
     try:
-        connection.connect()
-        if connection.sock is not None:
-            connection.sock.settimeout(read_timeout)
-        connection.request("GET", path, headers={"Connection": "close", **(headers or {})})
-        response = connection.getresponse()
         return Answer(response.status, response.headers, response.read())
     finally:
-        connection.close()
+        response.close()
 
 
 def check_health(host: str, port: int, path: str, *, timeout: tuple[float, float] = PROBE_TIMEOUT) -> str:
@@ -69,7 +65,7 @@ def check_health(host: str, port: int, path: str, *, timeout: tuple[float, float
     """
     try:
         answer = get(host, port, path, timeout=timeout)
-    except (OSError, http.client.HTTPException) as exc:
+    except OSError as exc:
         return type(exc).__name__
     return "" if 200 <= answer.status < 300 else f"HTTP {answer.status}"
 

@@ -29,11 +29,9 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import re
-import tarfile
 import threading
 import time
 import uuid
@@ -43,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bgci import junit, labels
+from bgci import labels
 from bgci.config import Settings, TestSettings
 from bgci.dockerhost import engine_errors
 from bgci.engine import EngineAPIError, as_engine
@@ -53,6 +51,7 @@ from bgci.images import ImageRef, find_local
 if TYPE_CHECKING:
     import docker
 
+    from bgci import junit
     from bgci.engine import Engine
 
 Log = Callable[[str], None]
@@ -147,6 +146,8 @@ def run_tests(client: Engine | docker.DockerClient, settings: Settings, image: I
     properties = {"bgci.kind": "unit", "bgci.app": settings.app, "bgci.sha": image.sha,
                   "bgci.image": image.reference, "bgci.digest": image.digest, "bgci.run-image": run_image.reference}
     data, problem = suite_report(run, test.junit_path, timeout, f"unit {name}", properties)
+    from bgci import junit  # see _import_report_modules
+
     path = junit.write(junit.report_path(results_dir, "unit", name), data)
     return TestReport(kind="unit", image=image, run_image=run_image.reference, command=list(test.command),
                       exit_code=run.exit_code, timed_out=run.timed_out, duration=run.duration, junit_file=path,
@@ -156,6 +157,8 @@ def run_tests(client: Engine | docker.DockerClient, settings: Settings, image: I
 # -- the test image: production + extra packages ----------------------------------------------------
 def test_image_tag(settings: Settings, image: ImageRef, packages: list[str]) -> str:
     """`<repo>-test:<digest-hex12>-<hash12 of the sorted packages>`: one tag per (image content, package set)."""
+    import hashlib  # here, not at the top: it starts OpenSSL, ~5% of a new `bgci test`'s imports
+
     packages_hash = hashlib.sha256(" ".join(sorted(set(packages))).encode()).hexdigest()[:12]
     return f"{settings.image_repository}-test:{_hex12(image.digest)}-{packages_hash}"
 
@@ -202,6 +205,8 @@ def _build_test_image(engine: Engine, image: ImageRef, tag: str, packages: list[
     image_labels = {labels.KIND: "test", labels.TEST_BASE: image.id, labels.TEST_BASE_DIGEST: image.digest,
                     labels.TEST_PACKAGES: " ".join(packages)}
     dockerfile = test_dockerfile(image.id, packages, user, image_labels).encode()
+    import tarfile
+
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
@@ -237,6 +242,7 @@ def run_suite(engine: Engine, image_id: str, test: TestSettings, *, timeout: flo
                             start_error=exc.explanation)
         reader = threading.Thread(target=_stream_output, args=(engine, container_id, output, tail), daemon=True)
         reader.start()
+        threading.Thread(target=_import_report_modules, daemon=True).start()
         exit_code, timed_out = _wait(engine, container_id, timeout)
         reader.join(timeout=10)
         duration = time.monotonic() - started
@@ -246,6 +252,16 @@ def run_suite(engine: Engine, image_id: str, test: TestSettings, *, timeout: flo
         # By name when create was interrupted after the engine made the container; gone already is fine.
         with contextlib.suppress(EngineAPIError):
             engine.remove_container(container_id or name)
+
+
+def _import_report_modules() -> None:
+    """Import what reading and writing the report needs (tarfile, bgci.junit with xml.etree) while the
+    suite runs and this process only waits: a new `bgci test` would otherwise spend ~12 ms on them
+    after the container stopped (benchmarks/test_overhead.py). The functions that use them import
+    them again, which waits for this thread's import if it is not done."""
+    import tarfile  # noqa: F401
+
+    from bgci import junit  # noqa: F401
 
 
 def _stream_output(engine: Engine, container_id: str, output: Log, tail: deque[str]) -> None:
@@ -299,6 +315,8 @@ def _copy_report(engine: Engine, container_id: str, path: str, before: dict[str,
     archive = engine.get_archive(container_id, path)
     if archive is None:
         return None
+    import tarfile  # see _import_report_modules
+
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.next()
         if member is None or not member.isfile():
@@ -311,6 +329,8 @@ def _copy_report(engine: Engine, container_id: str, path: str, before: dict[str,
 def suite_report(run: SuiteRun, junit_path: str, timeout: float, name: str,
                  properties: dict[str, str]) -> tuple[bytes, str]:
     """(JUnit document, problem): the suite's own report when it is usable, else bgci's failing one."""
+    from bgci import junit  # see _import_report_modules
+
     failure_type, problem = _run_problem(run, junit_path, timeout)
     if not problem and run.junit is not None:
         try:
@@ -342,6 +362,8 @@ def _run_problem(run: SuiteRun, junit_path: str, timeout: float) -> tuple[str, s
 def _failure_document(run: SuiteRun, failure_type: str, problem: str, name: str,
                       properties: dict[str, str]) -> bytes:
     """One suite, one failing case `bgci.<kind>: test run` saying what went wrong, with the output's tail."""
+    from bgci import junit  # see _import_report_modules
+
     output = "\n".join(["last lines of output:", *run.output_tail]) if run.output_tail else "no output"
     kind = properties.get("bgci.kind", "test")
     failed = junit.case("test run", f"bgci.{kind}", run.duration, failure=problem, output=output,
@@ -351,6 +373,8 @@ def _failure_document(run: SuiteRun, failure_type: str, problem: str, name: str,
 
 def _with_exit_status(data: bytes, run: SuiteRun, name: str, properties: dict[str, str]) -> bytes:
     """A suite that exited non-zero but reports no failure gets one, so Jenkins shows why the step failed."""
+    from bgci import junit  # see _import_report_modules
+
     kind = properties.get("bgci.kind", "test")
     failed = junit.case("exit status", f"bgci.{kind}", 0.0,
                         failure=f"the suite exited with status {run.exit_code} but its report has no failure",

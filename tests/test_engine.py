@@ -1,10 +1,11 @@
 """The light engine client (bgci.engine) against the real engine, the stdlib probes, and what promote and
 `bgci test` import.
 
-`bgci promote` reads the engine through bgci.engine and probes over http.client, and `bgci test`
+`bgci promote` reads the engine through bgci.engine and probes over bgci.http11, and `bgci test`
 runs its container through bgci.engine, so neither process imports requests, urllib3,
-charset_normalizer or docker-py. Each call of a test run is checked here, through the light
-client and through DockerPyEngine (docker-py, for TLS engines): the same answers from both.
+charset_normalizer, docker-py or the stdlib's http.client (with email and ssl). Each call of a test
+run is checked here, through the light client and through DockerPyEngine (docker-py, for TLS
+engines): the same answers from both.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from tests.conftest import remove_app_images
 from tests.support import BASE_IMAGE, free_port, unique_app_name
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("requests", "urllib3", "charset_normalizer", "docker")
+HEAVY = ("requests", "urllib3", "charset_normalizer", "docker",
+         "http.client", "ssl", "email")  # the stdlib's HTTP client: email, and OpenSSL's start (bgci.http11)
 PROMOTE_PATH = ("bgci.cli", "bgci.cli.router_cmds", "bgci.app", "bgci.deployer", "bgci.router",
                 "bgci.schedulers.local", "bgci.gate", "bgci.probe", "bgci.engine", "bgci.state")
 
@@ -244,7 +246,7 @@ def test_a_dead_engine_is_no_timeout(tmp_path: Path) -> None:
         list(dead.logs("x", follow=True))
 
 
-# -- probes over http.client ---------------------------------------------------------------------------------
+# -- probes over bgci.http11 ----------------------------------------------------------------------------------
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         status = {"/ok": 200, "/sick": 503, "/moved": 302}.get(self.path, 404)
@@ -271,7 +273,7 @@ def server() -> Iterator[int]:
 
 
 def test_check_health(server: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Proxy variables are never used: http.client does not read them.
+    # Proxy variables are never used: bgci.http11 does not read them.
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
     assert check_health("127.0.0.1", server, "/ok") == ""
     assert check_health("127.0.0.1", server, "/sick") == "HTTP 503"
@@ -304,9 +306,9 @@ def test_bgci_test_imports_neither_requests_nor_docker(tmp_path: Path, docker_cl
     config = tmp_path / "bgci.toml"
     config.write_text(f'app = "{app}"\n[test]\ncommand = {json.dumps(["sh", "-c", suite])}\n'
                       'junit_path = "/tmp/j.xml"\nextra_packages = []\n')
-    code = ("import sys\nfrom bgci.cli import main\nstatus = 0\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    status = exc.code\n"
-            f"print(status, sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    code = ("import sys\nfrom bgci.console import main\nstatus = 0\n"  # what the console script runs
+            "try:\n    main()\nexcept SystemExit as exc:\n    status = exc.code\n"
+            f"print(status, sorted(m for m in {(*HEAVY, 'hashlib')!r} if m in sys.modules))\n")
     try:
         result = subprocess.run([sys.executable, "-c", code, "--config", str(config), "test", "--image", f"{app}:{sha}",
                                  "--junit-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,

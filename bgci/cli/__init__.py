@@ -8,8 +8,10 @@ stderr and the error's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Sequence
 
 import click
 
@@ -69,6 +71,17 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, config_file: str | None, quiet: bool) -> None:
     """Blue-green CI for Docker web apps: build, test, deploy and promote by git sha."""
     ctx.obj = AppContext(config_file=config_file, quiet=quiet)
+
+
+def import_command(argv: Sequence[str]) -> None:
+    """Import the module of the first argument that names a command, as click would a moment later
+    (bgci.console does it while the cycle collector is paused). A missing dependency is left for
+    click's turn to report; an option's value that only looks like a command costs an import."""
+    for arg in argv:
+        if arg in COMMANDS:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(COMMANDS[arg].partition(":")[0])
+            return
 
 
 def main(argv: list[str] | None = None) -> None:

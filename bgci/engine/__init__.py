@@ -1,4 +1,4 @@
-"""A small Docker Engine API client over http.client: what `bgci promote` and `bgci test` ask of the engine.
+"""A small Docker Engine API client over bgci.http11: what `bgci promote` and `bgci test` ask of the engine.
 
 docker-py costs ~185 ms of imports (requests, urllib3, charset_normalizer, ssl, docker
 itself) before its first request. Promote only reads (the environment's containers, for the
@@ -32,7 +32,6 @@ from bgci.engine.transport import (
     EngineAPIError,
     EngineTimeout,
     Filters,
-    UnixHTTPConnection,
     encode_auth,
     engine_address,
     uses_tls,
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     import docker
 
 __all__ = ["READ_TIMEOUT", "DockerPyEngine", "DockerPyReader", "Engine", "EngineAPIError", "EngineClient",
-           "EngineReader", "EngineTimeout", "Filters", "UnixHTTPConnection", "as_engine", "connect", "demultiplex",
+           "EngineReader", "EngineTimeout", "Filters", "as_engine", "connect", "demultiplex",
            "encode_auth", "uses_tls"]
 
 DockerPyReader = DockerPyEngine  # its name while it only read

@@ -1,4 +1,4 @@
-"""The light engine client: the Docker Engine API calls bgci's promote and test paths make, over http.client.
+"""The light engine client: the Docker Engine API calls bgci's promote and test paths make, over bgci.http11.
 
 Unversioned paths: the engine answers them with its newest API version, as docker-py's
 negotiated version would. Each call builds a path, makes one request and returns what the
@@ -7,13 +7,13 @@ engine said, docker-py's api layer in small; errors are bgci.engine.transport's.
 
 from __future__ import annotations
 
-import http.client
 import json
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from bgci import http11
 from bgci.engine.transport import (
     READ_TIMEOUT,
     EngineAPIError,
@@ -152,7 +152,7 @@ class EngineClient:
             try:
                 for _stream, payload in demultiplex(response):
                     yield payload
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 raise self.transport.unavailable(action, exc) from None
 
     # -- images --------------------------------------------------------------------------------------------
@@ -168,31 +168,19 @@ class EngineClient:
         return docker_client(self.address)
 
 
-def demultiplex(response: http.client.HTTPResponse) -> Iterator[tuple[int, bytes]]:
+def demultiplex(response: http11.Response) -> Iterator[tuple[int, bytes]]:
     """(stream, payload) per frame of Docker's multiplexed stream (the output of a container without a TTY):
     an 8-byte header (FRAME_HEADER), then the payload. Ends at the end of the body, a cut frame included."""
     while True:
-        header = _read_exactly(response, FRAME_HEADER.size)
+        header = response.read(FRAME_HEADER.size)
         if len(header) < FRAME_HEADER.size:
             return
         stream, length = FRAME_HEADER.unpack(header)
-        payload = _read_exactly(response, length)
+        payload = response.read(length)
         if payload:
             yield stream, payload
         if len(payload) < length:
             return
-
-
-def _read_exactly(response: http.client.HTTPResponse, size: int) -> bytes:
-    """`size` bytes, fewer only at the end of the body (a read may return less than asked for)."""
-    parts: list[bytes] = []
-    while size > 0:
-        part = response.read(size)
-        if not part:
-            break
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
 
 
 def _archive_path(container_id: str, path: str) -> str:

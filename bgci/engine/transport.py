@@ -1,4 +1,4 @@
-"""HTTP to the Docker engine over its unix socket or plain tcp, a new connection per request.
+"""HTTP to the Docker engine over its unix socket or plain tcp, a new connection per request (bgci.http11).
 
 A new connection is cheap on a local socket and safe from any thread (the test run reads
 the logs in one thread while it waits in another). Errors are converted here, once: an
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import os
 import socket
@@ -21,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from bgci import http11
 from bgci.errors import DockerUnavailable, first_line
+from bgci.netaddr import join_host_port
 
 UNAVAILABLE_HINT = "start dockerd (scripts/setup.sh does) or set DOCKER_HOST"
 Filters = Mapping[str, str | Sequence[str]]  # a listing's filters: name -> value(s)
@@ -52,26 +53,8 @@ class Answer:
     """One answer of the engine, read to its end."""
 
     status: int
-    headers: http.client.HTTPMessage
+    headers: http11.Headers
     body: bytes
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket: the engine's default transport."""
-
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class Transport:
@@ -87,24 +70,24 @@ class Transport:
         """Send `method path` (`body` as JSON unless None) and read the answer. `timeout` (default: the
         transport's) bounds each wait for the engine, as a socket timeout does; a 404 is an answer when
         `missing_ok`, any other error status EngineAPIError."""
-        connection, response = self._send(method, path, action, body=body, headers=headers,
-                                          missing_ok=missing_ok, timeout=timeout or self.timeout)
+        response = self._send(method, path, action, body=body, headers=headers, missing_ok=missing_ok,
+                              timeout=timeout or self.timeout)
         try:
             return Answer(response.status, response.headers, response.read())
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise self.unavailable(action, exc) from None
         finally:
-            connection.close()
+            response.close()
 
     @contextlib.contextmanager
-    def stream(self, method: str, path: str, action: str) -> Iterator[http.client.HTTPResponse]:
+    def stream(self, method: str, path: str, action: str) -> Iterator[http11.Response]:
         """The response of `method path`, its body unread, with no timeout (a followed log ends when its
         container stops); the connection is closed when the block ends. Errors as `request`'s."""
-        connection, response = self._send(method, path, action, timeout=None)
+        response = self._send(method, path, action, timeout=None)
         try:
             yield response
         finally:
-            connection.close()
+            response.close()
 
     def unavailable(self, action: str, exc: BaseException) -> DockerUnavailable:
         """The error for an engine that did not answer `action`."""
@@ -114,36 +97,46 @@ class Transport:
 
     def _send(self, method: str, path: str, action: str, *, body: Any = None,
               headers: Mapping[str, str] | None = None, missing_ok: bool = False,
-              timeout: float | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """(connection, response) once the engine answered with a status we take; closed on any error."""
+              timeout: float | None) -> http11.Response:
+        """The response, once the engine answered with a status we take; its connection closed on any error."""
         sent = {"Accept": "application/json", **(headers or {})}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             sent["Content-Type"] = "application/json"
-        connection = self._connection(timeout)
+        response = None
         try:
-            connection.request(method, path, body=data, headers=sent)
-            response = connection.getresponse()
+            sock, host = self._connect(timeout)
+            response = http11.exchange(sock, method, path, host=host, headers=sent, body=data)
             if response.status >= 400 and not (response.status == 404 and missing_ok):
                 raise EngineAPIError(response.status,
                                      _message(response.read()) or f"HTTP {response.status} {response.reason}")
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
+        except OSError as exc:
+            if response is not None:
+                response.close()
             raise self.unavailable(action, exc) from None
         except BaseException:
-            connection.close()
+            if response is not None:
+                response.close()
             raise
-        return connection, response
+        return response
 
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+    def _connect(self, timeout: float | None) -> tuple[socket.socket, str]:
+        """A new connection to the engine, and the Host header for it."""
         scheme, _, rest = self.address.partition("://")
         if scheme == "unix":
-            return UnixHTTPConnection(rest or DEFAULT_SOCKET, timeout)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(rest or DEFAULT_SOCKET)
+            except BaseException:
+                sock.close()
+                raise
+            return sock, "localhost"
         if scheme in ("tcp", "http"):
             where = urlsplit(f"http://{rest}")
-            return http.client.HTTPConnection(where.hostname or "localhost", where.port or DEFAULT_TCP_PORT,
-                                              timeout=timeout)
+            host, port = where.hostname or "localhost", where.port or DEFAULT_TCP_PORT
+            return socket.create_connection((host, port), timeout=timeout), join_host_port(host, port)
         raise DockerUnavailable(f"DOCKER_HOST={self.address}: not unix://, tcp:// or http://",
                                 hint=UNAVAILABLE_HINT)
 

@@ -7,7 +7,6 @@ answers right on new connections and no old worker accepts any more.
 
 from __future__ import annotations
 
-import http.client
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,7 +36,7 @@ ANSWER_TIMEOUT = (2.0, 2.0)  # connect, read: our own nginx on this host
 class Verifier:
     """Asks nginx at `base_url` for a host, reading the environment from the `env_header` it adds.
 
-    Over http.client (bgci.probe.get): our own nginx, so never through a proxy from the environment.
+    Over bgci.probe.get: our own nginx, so never through a proxy from the environment.
     """
 
     def __init__(self, control: NginxControl, base_url: str, env_header: str, *, path: str = "/",
@@ -79,7 +78,7 @@ class Verifier:
         try:
             answer = probe.get(self._host, self._port, self.path, headers={"Host": expect.host},
                                timeout=ANSWER_TIMEOUT)
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         served_by = answer.headers.get(self.env_header)
         last = f"{answer.status} from {served_by or 'no environment'}"
