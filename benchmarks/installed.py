@@ -37,12 +37,12 @@ class Installed:
 
 
 @contextmanager
-def installed_bgci(tree: Path = REPO) -> Iterator[Installed]:
-    """bgci from `tree` (its working copy, uncommitted changes included) in a temporary venv."""
+def installed_bgci(tree: Path = REPO, python: Path | str = sys.executable) -> Iterator[Installed]:
+    """bgci from `tree` (its working copy, uncommitted changes included) in a temporary venv of `python`."""
     with tempfile.TemporaryDirectory(prefix="bgci-venv-") as directory:
         source, venv = Path(directory) / "src", Path(directory) / "venv"
         shutil.copytree(tree, source, ignore=NOT_SOURCE)  # pip builds in place: keep build/ out of the repo
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(source)],
                        check=True, stdout=subprocess.DEVNULL)
         yield Installed(python=venv / "bin" / "python", bgci=venv / "bin" / "bgci")
@@ -52,6 +52,9 @@ def developer_script() -> Path | None:
     """The console script beside this interpreter (this machine's own install), if there is one."""
     beside = Path(sys.executable).with_name("bgci")
     return beside if beside.exists() else None
+
+
+VENV_PYTHON_HELP = "the interpreter of the venv bgci is installed into: to time another Python (default: this one)"
 
 
 def start_seconds(python: Path | str, runs: int = 11) -> float:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker
 
 from benchmarks import importcost
-from benchmarks.installed import Installed, developer_script, installed_bgci, start_seconds
+from benchmarks.installed import VENV_PYTHON_HELP, Installed, developer_script, installed_bgci, start_seconds
 from bgci import build as builds
 from bgci import gate
 from bgci.config import Settings, load_settings
@@ -265,10 +265,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--baseline", metavar="REV", help="also measure the import cost at this git revision")
+    parser.add_argument("--venv-python", metavar="PATH", default=sys.executable, help=VENV_PYTHON_HELP)
     args = parser.parse_args()
     client = connect()
     app = unique_app_name("benchswitch")
-    with tempfile.TemporaryDirectory() as workdir, installed_bgci() as installed:
+    with tempfile.TemporaryDirectory() as workdir, installed_bgci(python=args.venv_python) as installed:
         setup = None
         try:
             setup = prepare(Path(workdir), client, app)

@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import importcost
-from benchmarks.installed import Installed, installed_bgci, start_seconds
+from benchmarks.installed import VENV_PYTHON_HELP, Installed, installed_bgci, start_seconds
 from bgci import build as builds
 from bgci import images, testing
 from bgci.config import Settings, load_settings
@@ -64,11 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=9, help="timed rounds (at least 5)")
     parser.add_argument("--baseline", metavar="REV", help="also measure the import cost at this git revision")
+    parser.add_argument("--venv-python", metavar="PATH", default=sys.executable, help=VENV_PYTHON_HELP)
     args = parser.parse_args()
     runs = max(5, args.runs)
     client = connect()
     app = unique_app_name("benchtest")
-    with tempfile.TemporaryDirectory() as workdir, installed_bgci() as installed:
+    with tempfile.TemporaryDirectory() as workdir, installed_bgci(python=args.venv_python) as installed:
         repo = make_sample_repo(Path(workdir), app)
         settings = load_settings(repo / "bgci.toml")
         try:
