@@ -27,6 +27,7 @@ Target (issue 9): at most 0.15 s of overhead, on the unit suite. Exits 1 when th
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -164,7 +165,8 @@ def copy_out_seconds(settings: Settings, run_image: str, runs: int = 5) -> tuple
 
 def report(figures: dict[str, dict[str, list[float]]], runs: int) -> int:
     status = 0
-    print(f"the sample app's suites in its test image, {runs} interleaved rounds (seconds)")
+    print(f"the sample app's suites in its test image, {runs} interleaved rounds (seconds; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end)")
     print(f"{'':42} {'median':>8} {'min':>8} {'max':>8} {'overhead':>9}")
     for suite, actions in figures.items():
         bare = actions.get("docker run --rm")
