@@ -17,6 +17,7 @@ import requests
 
 import jenkins
 from tests.emulators.jenkins import JenkinsEmulator
+from tests.emulators.jenkins.model import QueueItem
 
 TOKEN, PASSWORD = "api-token-0001", "s3cret-password"
 
@@ -45,7 +46,8 @@ def string_param(name: str, default: str = "") -> str:
 
 
 def job_xml(*builders: str, params: tuple[str, ...] = (), publishers: str = "", wrappers: str = "", scm: str = "",
-            concurrent: bool = False, disabled: bool = False, description: str = "") -> str:
+            concurrent: bool = False, disabled: bool = False, description: str = "",
+            quiet_period: int | None = None) -> str:
     props = (f"<hudson.model.ParametersDefinitionProperty><parameterDefinitions>{''.join(params)}"
              "</parameterDefinitions></hudson.model.ParametersDefinitionProperty>") if params else ""
     return f"""<?xml version='1.1' encoding='UTF-8'?>
@@ -58,6 +60,7 @@ def job_xml(*builders: str, params: tuple[str, ...] = (), publishers: str = "", 
   <disabled>{str(disabled).lower()}</disabled>
   <triggers><hudson.triggers.TimerTrigger><spec>H 2 * * *</spec></hudson.triggers.TimerTrigger></triggers>
   <concurrentBuild>{str(concurrent).lower()}</concurrentBuild>
+  {'' if quiet_period is None else f'<quietPeriod>{quiet_period}</quietPeriod>'}
   <builders>{''.join(builders)}</builders>
   <publishers>{publishers}</publishers>
   <buildWrappers>{wrappers}</buildWrappers>
@@ -206,6 +209,33 @@ def test_reconfig_and_delete(server: jenkins.Jenkins, emu: JenkinsEmulator) -> N
 
 
 # ------------------------------------------------------------------------------ builds
+def test_a_waiting_item_says_why_whenever_it_is_read() -> None:
+    """Jenkins computes a waiting item's `why` at each request (WaitingItem.getCauseOfBlockage), so a
+    client that reads the item right after queueing it, before Queue.maintain ran, still gets the quiet
+    period left, never null; past it, "Finished waiting". Other states say what maintain decided."""
+    item = QueueItem(1, "p", [], [], not_before=time.monotonic() + 3)
+    assert (item.state, item.why) == ("waiting", None)  # as queued: maintain has not run yet
+    assert item.why_now(item.not_before - 2.5) == "In the quiet period. Expires in 2.5 sec"
+    assert item.why_now(item.not_before + 0.1) == "Finished waiting"
+    item.state, item.why = "buildable", "Waiting for next available executor"
+    assert item.why_now(time.monotonic()) == "Waiting for next available executor"
+
+
+def test_a_new_item_says_why_before_the_queue_is_maintained(server: jenkins.Jenkins, emu: JenkinsEmulator) -> None:
+    """The same through the API: read between buildWithParameters and the next Queue.maintain (paused
+    here), a new item already says why it waits; with no quiet period left, "Finished waiting"."""
+    server.create_job("slow", job_xml(shell("true")))
+    server.create_job("quick", job_xml(shell("true"), quiet_period=0))
+    emu.state.quiet_period = 3.0
+    emu.queue_paused.set()
+    slow, quick = server.build_job("slow"), server.build_job("quick")
+    time.sleep(0.05)
+    assert server.get_queue_item(slow)["why"].startswith("In the quiet period. Expires in")
+    assert server.get_queue_item(quick)["why"] == "Finished waiting"
+    emu.queue_paused.clear()
+    emu.wait_for_build("quick", queued_build_number(server, quick))
+
+
 def test_build_with_parameters_through_the_queue(server: jenkins.Jenkins, emu: JenkinsEmulator) -> None:
     """buildWithParameters: 201 + Location queue/item/N; the item shows `why` (quiet period) then
     `executable` {number, url}; the build sees its parameters (defaults for missing ones) and Jenkins' env."""

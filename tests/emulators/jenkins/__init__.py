@@ -62,6 +62,7 @@ class JenkinsEmulator:
         self._server: AbortableServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self.queue_paused = threading.Event()  # set: Queue.maintain waits (a test reads the queue before it runs)
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> JenkinsEmulator:
@@ -111,6 +112,9 @@ class JenkinsEmulator:
     def _schedule_loop(self) -> None:
         """Queue.maintain, whenever the queue or a build changes (and every 50 ms for quiet periods)."""
         while not self._stopping.is_set():
+            if self.queue_paused.is_set():
+                self._stopping.wait(0.01)
+                continue
             with self.state.lock:
                 started = self.state.dispatch(time.monotonic())
                 if not started:

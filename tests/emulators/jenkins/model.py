@@ -363,6 +363,16 @@ class QueueItem:
     executable: tuple[str, int] | None = None
     cancelled: bool = False
 
+    def why_now(self, now: float) -> str | None:
+        """`why` as Jenkins gives it when asked. A waiting item's cause is computed from its timestamp
+        at each request (WaitingItem.getCauseOfBlockage): the quiet period left, or "Finished waiting"
+        once it is over and Queue.maintain has not yet moved the item on. So a new item has a `why`
+        from the first read, not only after the next maintain. Other states keep what maintain said."""
+        if self.state != "waiting":
+            return self.why
+        left = self.not_before - now
+        return f"In the quiet period. Expires in {timespan(left * 1000)}" if left >= 0 else "Finished waiting"
+
 
 class JenkinsState:
     """Items, builds and the queue, with Jenkins' rules for creating, scheduling and blocking."""

@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -348,7 +349,7 @@ class Routes:
             "actions": [*self._params_action(q.params), {"_class": "hudson.model.CauseAction", "causes": q.causes}],
             "blocked": q.state == "blocked", "buildable": q.state == "buildable", "id": q.id,
             "inQueueSince": q.in_queue_since, "params": "".join(f"\n{n}={v}" for n, v, _ in q.params),
-            "stuck": False, "url": f"queue/item/{q.id}/", "why": q.why,
+            "stuck": False, "url": f"queue/item/{q.id}/", "why": q.why_now(time.monotonic()),
             "task": {"_class": FREESTYLE, "name": q.job.rsplit("/", 1)[-1], "url": self.item_url(q.job),
                      **({"color": job.color()} if job else {})},
         }
