@@ -47,10 +47,10 @@ def get(host: str, port: int, path: str, *, headers: dict[str, str] | None = Non
     http11.ProtocolError for a malformed or missing answer.
     """
     connect_timeout, read_timeout = timeout
-    sock = socket.create_connection((host.strip("[]"), port), timeout=connect_timeout)
+    address = host.strip("[]")
+    sock = socket.create_connection((address, port), timeout=connect_timeout)
     sock.settimeout(read_timeout)
-    response = http11.exchange(sock, "GET", path, host=join_host_port(host.strip("[]"), port),
-                               headers=headers)
+    response = http11.exchange(sock, "GET", path, host=join_host_port(address, port), headers=headers)
     try:
         return Answer(response.status, response.headers, response.read())
     finally:

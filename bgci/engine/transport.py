@@ -104,22 +104,20 @@ class Transport:
         if body is not None:
             data = json.dumps(body).encode()
             sent["Content-Type"] = "application/json"
-        response = None
         try:
             sock, host = self._connect(timeout)
             response = http11.exchange(sock, method, path, host=host, headers=sent, body=data)
-            if response.status >= 400 and not (response.status == 404 and missing_ok):
-                raise EngineAPIError(response.status,
-                                     _message(response.read()) or f"HTTP {response.status} {response.reason}")
-        except OSError as exc:
-            if response is not None:
-                response.close()
+        except OSError as exc:  # exchange closed the socket
             raise self.unavailable(action, exc) from None
-        except BaseException:
-            if response is not None:
-                response.close()
-            raise
-        return response
+        if response.status < 400 or (response.status == 404 and missing_ok):
+            return response
+        try:
+            explanation = _message(response.read()) or f"HTTP {response.status} {response.reason}"
+        except OSError as exc:
+            raise self.unavailable(action, exc) from None
+        finally:
+            response.close()
+        raise EngineAPIError(response.status, explanation)
 
     def _connect(self, timeout: float | None) -> tuple[socket.socket, str]:
         """A new connection to the engine, and the Host header for it."""
