@@ -243,7 +243,7 @@ class Bgci(MetricsMixin):
         (default: when the environment has a preview and nginx is running)."""
         from bgci import smoke
 
-        environment = self.scheduler.get(name)
+        environment = self.scheduler.get(name, health=False)  # the checks themselves say how it answers
         wanted = smoke.preview_by_default(self.settings, environment.name) if preview is None else preview
         return environment, smoke.targets_for_environment(environment, self.settings.nginx, wanted)
 

@@ -61,7 +61,7 @@ class Deployer:
         raising; `reason` goes into the state history with the switch.
         """
         with self.lock.hold(self.actor, f"promote {name}", wait_lock):
-            env = self.scheduler.get(name)
+            env = self.scheduler.get(name, health=False)  # _switch probes every instance itself
             if check is not None:
                 check(env)
             return self._switch(env, "promote", reason)
@@ -82,7 +82,7 @@ class Deployer:
             if state.previous is None:
                 raise RouterError("nothing to roll back to: no previous environment was live")
             try:
-                env = self.scheduler.get(state.previous.env)
+                env = self.scheduler.get(state.previous.env, health=False)
             except EnvironmentNotFound:
                 raise RouterError(f"cannot roll back: the previous environment {state.previous.env} no longer runs",
                                   hint="promote another environment instead") from None
@@ -173,7 +173,7 @@ class Deployer:
         if keep < 0:
             raise ConfigError(f"prune keep={keep}: must be 0 or more", option="keep")
         with self.lock.hold(self.actor, f"prune --keep {keep}", wait_lock):
-            doomed = prunable(self.scheduler.list(), self.state(), keep)
+            doomed = prunable(self.scheduler.list(health=False), self.state(), keep)
             for name in doomed:
                 self._destroy(name)
             return doomed
@@ -187,7 +187,7 @@ class Deployer:
         from bgci.status import Status
 
         state = self.state()
-        environments = self.scheduler.list()
+        environments = self.scheduler.list(health=False)  # probed below, each instance once
         previews = set(self.router.previews())
         by_name = {e.name: e for e in environments}
         rows = tuple(self._env_status(e, state, previews) for e in environments)

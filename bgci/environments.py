@@ -141,7 +141,7 @@ class EnvironmentService:
         """Scale to `instances` and wait until all are healthy; a failed scale-up goes back to the old count."""
         validate_instances(instances)
         timeout = validate_timeout(self.settings.deploy.ready_timeout if timeout is None else timeout)
-        before = len(self.scheduler.get(name).instances)
+        before = len(self.scheduler.get(name, health=False).instances)
         self.log(f"scaling {name}: {before} -> {instances} instances")
         self.scheduler.scale(name, instances)
         try:
@@ -174,7 +174,7 @@ class EnvironmentService:
 
     def _refuse_existing(self, name: str) -> None:
         try:
-            existing = self.scheduler.get(name)
+            existing = self.scheduler.get(name, health=False)
         except EnvironmentNotFound:
             return
         raise EnvironmentExists(

@@ -60,7 +60,7 @@ class FakeScheduler:
             progress(self.counts[name], self.counts[name])
         return self.get(name)
 
-    def get(self, name: str) -> Environment:
+    def get(self, name: str, *, health: bool = True) -> Environment:
         if name not in self.specs:
             raise EnvironmentNotFound(name)
         spec, count = self.specs[name], self.counts[name]
@@ -68,7 +68,7 @@ class FakeScheduler:
         return Environment(name, spec.app, spec.sha, spec.image, spec.digest, count, spec.created_at,
                            spec.created_by, self.name, instances)
 
-    def list(self) -> list[Environment]:
+    def list(self, *, health: bool = True) -> list[Environment]:
         return [self.get(n) for n in self.specs]
 
     def scale(self, name: str, instances: int) -> Environment:

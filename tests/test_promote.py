@@ -21,6 +21,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from bgci.config import Settings, load_settings
 from bgci.deployer import Deployer
@@ -146,6 +147,35 @@ def test_promote_preview_rollback_status(bg: BlueGreen) -> None:
     assert bg.live() == (200, bg.blue, bg.shas[bg.blue])
     state = load_state(bg.settings.path("state.json"))
     assert [s.action for s in state.history][-3:] == ["promote", "promote", "rollback"]
+
+
+def health_requests(addresses: list[str]) -> dict[str, int]:
+    """Instance address -> how many GET /health it has answered: the sample app's own request counter."""
+    counts = {}
+    for address in addresses:
+        text = requests.get(f"http://{address}/metrics", timeout=5).text
+        counts[address] = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                              if line.startswith("webapp_requests_total{") and 'path="/health"' in line)
+    return counts
+
+
+@pytest.mark.docker
+def test_promote_rollback_and_status_ask_each_instance_once(bg: BlueGreen) -> None:
+    # The health check right before the switch is the only one: reading the environment first, and
+    # the Prometheus targets and state afterwards, do not probe again (nginx's verification asks
+    # verify_path, "/", through the new upstream). status probes every instance once.
+    envs = {name: [i.address for i in bg.service.scheduler.get(name, health=False).instances]
+            for name in (bg.blue, bg.green)}
+    everyone = [address for addresses in envs.values() for address in addresses]
+    for args, asks in ((("promote", bg.green), envs[bg.green]), (("promote", bg.blue), envs[bg.blue]),
+                       (("rollback",), envs[bg.green]), (("status",), everyone)):
+        before = health_requests(everyone)
+        result = bgci(bg, *args)
+        assert result.returncode == 0, result.stderr
+        after = health_requests(everyone)
+        asked = {address: after[address] - before[address] for address in everyone}
+        assert asked == {address: int(address in asks) for address in everyone}, (args, asked)
+    assert bg.live()[1] == bg.green
 
 
 @pytest.mark.docker

@@ -100,7 +100,7 @@ class LoopbackScheduler:
         self.envs[name] = (sha, backends)
         return backends
 
-    def get(self, name: str) -> Environment:
+    def get(self, name: str, *, health: bool = True) -> Environment:
         if name not in self.envs:
             raise EnvironmentNotFound(f"no environment {name}")
         sha, backends = self.envs[name]
@@ -111,7 +111,7 @@ class LoopbackScheduler:
                            created_at=f"2026-01-01T00:00:{list(self.envs).index(name):02d}Z", created_by="t",
                            scheduler=self.name, instances=instances)
 
-    def list(self) -> list[Environment]:
+    def list(self, *, health: bool = True) -> list[Environment]:
         return [self.get(name) for name in self.envs]
 
     def destroy(self, name: str) -> None:

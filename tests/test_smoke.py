@@ -317,7 +317,7 @@ class FakeScheduler:
     def from_settings(cls, settings: Settings, *, force: bool = False) -> FakeScheduler:
         return cls()
 
-    def get(self, name: str) -> Environment:
+    def get(self, name: str, *, health: bool = True) -> Environment:
         assert self.environment is not None and name == self.environment.name
         return self.environment
 

@@ -107,7 +107,7 @@ class MetricsMixin:
             return False
         path = self.settings.path(self.settings.metrics.targets_file)
         try:
-            groups = target_groups(self.settings.app, self.scheduler.list(), self.deployer.state(),
+            groups = target_groups(self.settings.app, self.scheduler.list(health=False), self.deployer.state(),
                                    self.router.previews())
             return write_targets(path, groups)
         except (OSError, BgciError) as exc:
@@ -130,7 +130,7 @@ class MetricsMixin:
         """Judge environment `name` on its traffic in Prometheus (see bgci.metrics.analysis.analyze)."""
         from bgci.metrics.analysis import analyze
 
-        sha = self.scheduler.get(name).sha
+        sha = self.scheduler.get(name, health=False).sha
         return analyze(self.prometheus, self.settings.app, name, sha, criteria, lag=self.settings.metrics.lag,
                        since=since)
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from bgci import labels
+from bgci.errors import SchedulerError
 from bgci.logs import LogLine  # one line of an instance's log; the backends import it from here too
 
 ProgressCallback = Callable[[int, int], None]
@@ -88,6 +89,16 @@ class Environment:
         return len(self.healthy_instances) == self.wanted_instances == len(self.instances)
 
 
+def require_instances(name: str, instances: int, *, scaling: bool = False) -> None:
+    """Every backend refuses fewer than 1 instance itself: a library caller may skip the service's checks."""
+    if instances >= 1:
+        return
+    if scaling:
+        raise SchedulerError(f"environment {name}: cannot scale to {instances} instances, at least 1 needed",
+                             hint=f"use `bgci env destroy {name}` to remove it")
+    raise SchedulerError(f"environment {name}: {instances} instances, at least 1 needed")
+
+
 @runtime_checkable
 class Scheduler(Protocol):
     """Create, wait for, inspect, scale and destroy environments of one app, and read their logs."""
@@ -100,11 +111,15 @@ class Scheduler(Protocol):
     def wait_until_ready(self, name: str, timeout: float, progress: ProgressCallback | None = None) -> Environment:
         """Block until every instance is healthy; raise EnvironmentFailed with the reason otherwise."""
 
-    def get(self, name: str) -> Environment:
-        """The environment with its instances and their health; raise EnvironmentNotFound."""
+    def get(self, name: str, *, health: bool = True) -> Environment:
+        """The environment with its instances and their health; raise EnvironmentNotFound.
 
-    def list(self) -> list[Environment]:
-        """Every environment of this app, oldest first."""
+        health=False: the caller checks health itself (promote probes right before the switch), so a
+        backend that would have to probe each instance for it leaves Instance.healthy None.
+        """
+
+    def list(self, *, health: bool = True) -> list[Environment]:
+        """Every environment of this app, oldest first (`health` as for get)."""
 
     def scale(self, name: str, instances: int) -> Environment:
         """Change the number of instances (does not wait: call wait_until_ready)."""

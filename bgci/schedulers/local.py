@@ -33,7 +33,7 @@ from bgci.errors import (
     SchedulerError,
 )
 from bgci.probe import check_health, probe_each
-from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback, require_instances
 from bgci.schedulers.local_events import ExitWatch
 from bgci.schedulers.local_logs import last_lines_of, log_config_of, read_logs
 
@@ -196,8 +196,7 @@ class LocalScheduler:
         the environment's name, so of two concurrent creates exactly one wins, and the loser has
         started nothing.
         """
-        if spec.instances < 1:
-            raise SchedulerError(f"environment {spec.name}: {spec.instances} instances, at least 1 needed")
+        require_instances(spec.name, spec.instances)
         with engine_errors(f"create environment {spec.name}", SchedulerError):
             taken = self.reader.containers(all=True, filters={"label": f"{labels.ENV}={spec.name}"})
         if taken:
@@ -232,24 +231,22 @@ class LocalScheduler:
                     raise self._timed_out(env, timeout)
                 self._sleep(self.poll_interval)
 
-    def get(self, name: str) -> Environment:
+    def get(self, name: str, *, health: bool = True) -> Environment:
         containers = self._containers(name)
-        return environment_from(containers, self._probe_all(containers))
+        return environment_from(containers, self._probe_all(containers) if health else {})
 
-    def list(self) -> list[Environment]:
+    def list(self, *, health: bool = True) -> list[Environment]:
         with engine_errors("list environments", SchedulerError):
             containers = self.reader.containers(all=True, filters=self._filters())
         by_env: dict[str, list[Summary]] = {}
         for summary in containers:
             by_env.setdefault(summary["Labels"][labels.ENV], []).append(summary)
-        health = self._probe_all(containers)
-        environments = [environment_from(summaries, health) for summaries in by_env.values()]
+        probed = self._probe_all(containers) if health else {}
+        environments = [environment_from(summaries, probed) for summaries in by_env.values()]
         return sorted(environments, key=lambda e: (e.created_at, e.name))
 
     def scale(self, name: str, instances: int) -> Environment:
-        if instances < 1:
-            raise SchedulerError(f"environment {name}: cannot scale to {instances} instances, at least 1 needed",
-                                 hint=f"use `bgci env destroy {name}` to remove it")
+        require_instances(name, instances, scaling=True)
         containers = self._containers(name)
         by_index = {instance_index(c): c for c in containers}
         to_create, to_remove = plan_scale(by_index, instances)

@@ -36,7 +36,7 @@ from bgci.errors import (
     MarathonAPIError,
     SchedulerError,
 )
-from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback
+from bgci.schedulers.base import Environment, EnvironmentSpec, Instance, LogLine, ProgressCallback, require_instances
 from bgci.schedulers.marathon.client import MarathonClient, no_urls_error
 from bgci.schedulers.marathon.definition import (
     MarathonOptions,
@@ -129,8 +129,7 @@ class MarathonScheduler:
 
     # -- the Scheduler interface ---------------------------------------------------------------------------
     def create(self, spec: EnvironmentSpec) -> Environment:
-        if spec.instances < 1:
-            raise SchedulerError(f"environment {spec.name}: {spec.instances} instances, at least 1 needed")
+        require_instances(spec.name, spec.instances)
         check_pullable(spec.image)  # before anything is sent: Marathon would accept it, its agents would fail
         app_id = self.app_id(spec.name)
         body = app_definition(app_id, spec, self.options)
@@ -162,10 +161,11 @@ class MarathonScheduler:
             raise
         return ready
 
-    def get(self, name: str) -> Environment:
+    def get(self, name: str, *, health: bool = True) -> Environment:
+        """Health comes with the tasks (Marathon's own checks), so `health` changes nothing here."""
         return environment_from(self._app(name))
 
-    def list(self) -> list[Environment]:
+    def list(self, *, health: bool = True) -> list[Environment]:
         prefix = f"/{app_group(self.app)}/"
         data = read_object(self.client.list_apps(prefix), "GET /v2/apps")
         apps = [MarathonApp.from_json(a, f"GET /v2/apps: apps[{i}]")
@@ -176,9 +176,7 @@ class MarathonScheduler:
         return sorted(ours, key=lambda e: (e.created_at, e.name))
 
     def scale(self, name: str, instances: int) -> Environment:
-        if instances < 1:
-            raise SchedulerError(f"environment {name}: cannot scale to {instances} instances, at least 1 needed",
-                                 hint=f"use `bgci env destroy {name}` to remove it")
+        require_instances(name, instances, scaling=True)
         app_id = self.app_id(name)
         self._app(name)  # PUT would create a missing app: refuse unknown names first
         answer = self._unlocked(app_id, lambda force: self.client.update_app(app_id, {"instances": instances}, force))
