@@ -138,13 +138,13 @@ class EnvironmentService:
 
     def scale(self, name: str, instances: int, *, timeout: float | None = None,
               progress: ProgressCallback | None = None) -> Environment:
-        """Scale to `instances` and wait until all are healthy; a failed scale-up goes back to the old count."""
+        """Scale to `instances` and wait until all are healthy; a failed or interrupted scale-up goes back."""
         validate_instances(instances)
         timeout = validate_timeout(self.settings.deploy.ready_timeout if timeout is None else timeout)
         before = len(self.scheduler.get(name, health=False).instances)
         self.log(f"scaling {name}: {before} -> {instances} instances")
-        self.scheduler.scale(name, instances)
         try:
+            self.scheduler.scale(name, instances)
             return self.scheduler.wait_until_ready(name, timeout, progress)
         except EnvironmentFailed as exc:
             if instances <= before:
@@ -152,6 +152,11 @@ class EnvironmentService:
             self.scheduler.scale(name, before)
             raise EnvironmentFailed(exc.message, exc.details,
                                     hint=f"scaled back to {before} instance(s)") from exc
+        except KeyboardInterrupt:  # Ctrl-C or a Jenkins abort: a scale-up not yet ready is undone like a failed one
+            if instances > before:
+                self.log(f"interrupted: scaling {name} back to {before} instance(s)")
+                self.scheduler.scale(name, before)
+            raise
 
     def destroy(self, name: str) -> None:
         for hook in self.before_destroy:

@@ -314,6 +314,21 @@ def test_a_failed_scale_up_goes_back_to_the_old_count(service: EnvironmentServic
     assert caught.value.hint is None and scheduler.counts["web-app-0123456789ab"] == 1
 
 
+def test_an_interrupted_scale_up_goes_back_and_an_interrupted_scale_down_stays(service: EnvironmentService,
+                                                                               scheduler: FakeScheduler) -> None:
+    # Ctrl-C or a Jenkins abort (SIGTERM, raised as KeyboardInterrupt) while the new instances are not
+    # ready: undone like a failed scale-up, and the interrupt goes on to the CLI ("Aborted.").
+    service.create(service.spec_for(sha=SHA, instances=2))
+    scheduler.fail_wait = KeyboardInterrupt("signal 15")
+    with pytest.raises(KeyboardInterrupt):
+        service.scale("web-app-0123456789ab", 4, timeout=5)
+    assert scheduler.calls[-2:] == [("wait", "web-app-0123456789ab", 5), ("scale", "web-app-0123456789ab", 2)]
+    # A scale down has nothing to undo: the instances it stopped are gone either way.
+    with pytest.raises(KeyboardInterrupt):
+        service.scale("web-app-0123456789ab", 1, timeout=5)
+    assert scheduler.calls[-1] == ("wait", "web-app-0123456789ab", 5) and scheduler.counts["web-app-0123456789ab"] == 1
+
+
 def test_destroy_hooks_run_around_the_scheduler_and_may_refuse(service: EnvironmentService,
                                                                 scheduler: FakeScheduler) -> None:
     service.create(service.spec_for(sha=SHA))

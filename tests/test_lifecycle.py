@@ -153,6 +153,27 @@ def test_a_jenkins_abort_half_a_second_into_env_create_leaves_no_container(
 
 
 @pytest.mark.docker
+def test_a_jenkins_abort_during_a_scale_up_goes_back_to_the_old_count(
+        project: Project, sample_build: SampleBuild, docker_client: docker.DockerClient) -> None:
+    # SIGTERM while the new instances are not ready yet: undone like a failed scale-up, and the
+    # instance the environment had keeps running (it was never restarted).
+    name = "lc-scale"
+    ok(project.bgci("env", "create", "--sha", sample_build.sha, "--name", name, "--instances", "1", "--no-preview"))
+    [first] = project.containers(docker_client, name)
+    process = project.popen("env", "scale", name, "3")
+    deadline = time.monotonic() + 60
+    while (sum(c.status == "running" for c in project.containers(docker_client, name)) < 3
+           and time.monotonic() < deadline):
+        time.sleep(0.02)  # the new containers run: bgci waits for them to answer their health check
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "Aborted." in stderr and "Traceback" not in stderr, stderr
+    assert f"scaling {name} back to 1 instance(s)" in stderr
+    left = project.containers(docker_client, name)
+    assert [c.id for c in left] == [first.id] and left[0].status == "running"
+
+
+@pytest.mark.docker
 def test_two_creates_of_one_name_one_wins(project: Project, sample_build: SampleBuild,
                                           docker_client: docker.DockerClient) -> None:
     # Two Jenkins jobs create the same environment at once: exactly one wins, the other fails cleanly,

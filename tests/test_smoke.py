@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -305,6 +307,22 @@ def test_cli_url_passes_and_fails_with_exit_codes(server: Server, tmp_path: Path
 
     usage = bgci("smoke", cwd=tmp_path)
     assert usage.returncode == 2 and "exactly one of --url and --env" in usage.stderr
+
+
+def test_a_jenkins_abort_stops_the_checks_at_once_and_writes_no_report(tmp_path: Path) -> None:
+    # Jenkins aborts with SIGTERM: bgci stops like at Ctrl-C, without waiting out the check's 60 s
+    # timeout, and leaves no report (nor half of one) for Jenkins to mistake for a result.
+    (tmp_path / "bgci.toml").write_text('app = "smokeapp"\n[[smoke]]\nname = "health"\npath = "/health"\n'
+                                        'timeout = 60\n')
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, never answers
+        process = subprocess.Popen(["bgci", "smoke", "--url", f"http://127.0.0.1:{silent.getsockname()[1]}"],
+                                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # the check is waiting for an answer
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)  # half the check's timeout
+    assert process.returncode != 0 and "Aborted." in stderr and "Traceback" not in stderr, stderr
+    results = tmp_path / "test-results"
+    assert not results.exists() or list(results.iterdir()) == []
 
 
 class FakeScheduler:

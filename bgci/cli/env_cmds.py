@@ -180,7 +180,7 @@ def scale(app: AppContext, name: str, instances: int, scheduler: str | None, tim
     """Scale NAME to INSTANCES; wait until healthy.
 
     Scaling out adds the next indexes; scaling in removes the highest. A failed
-    scale-out goes back to the previous count.
+    or aborted (Ctrl-C, SIGTERM) scale-out goes back to the previous count.
     """
     _check(instances=instances, timeout=timeout)
     environment = app.bgci(scheduler, force).scale_environment(name, instances, timeout=timeout,

@@ -256,7 +256,7 @@ class LocalScheduler:
                     by_index[min(by_index)]["Id"]))
             self._start(template, name, to_create)
         self._remove([by_index[i]["Id"] for i in to_remove], graceful=True)
-        return self.get(name)
+        return self.get(name, health=False)  # not ready yet: wait_until_ready probes
 
     def destroy(self, name: str) -> None:
         self._remove([c["Id"] for c in self._containers(name)], graceful=True)
