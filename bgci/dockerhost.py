@@ -61,6 +61,7 @@ def _converted(exc: Exception, action: str, error: type[BgciError], hint: str | 
     if "docker" not in sys.modules and "requests" not in sys.modules:
         return None  # neither was used, so neither raised it
     import requests
+    import urllib3
     from docker.errors import APIError, DockerException
     from docker.errors import ImageNotFound as DockerImageNotFound
 
@@ -76,6 +77,9 @@ def _converted(exc: Exception, action: str, error: type[BgciError], hint: str | 
         return error(f"{action}: {first_line(exc)}", hint=hint)
     if isinstance(exc, requests.RequestException):
         return error(f"{action}: {type(exc).__name__}: {first_line(exc)}", hint=hint)
+    # docker-py reads build, pull and push streams from urllib3 itself: a stream broken midway is the engine gone.
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return _unavailable(action, exc)
     return None
 
 

@@ -28,7 +28,6 @@ Decisions:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
@@ -45,7 +44,7 @@ from bgci import labels
 from bgci.config import Settings, TestSettings
 from bgci.dockerhost import engine_errors
 from bgci.engine import EngineAPIError, as_engine
-from bgci.errors import ConfigError, ImageNotFound, TestsFailed
+from bgci.errors import ConfigError, DockerUnavailable, ImageNotFound, TestsFailed
 from bgci.images import ImageRef, find_local
 
 if TYPE_CHECKING:
@@ -249,9 +248,21 @@ def run_suite(engine: Engine, image_id: str, test: TestSettings, *, timeout: flo
         return SuiteRun(exit_code=exit_code, timed_out=timed_out, duration=duration,
                         junit=_copy_report(engine, container_id, test.junit_path, before), output_tail=tuple(tail))
     finally:
-        # By name when create was interrupted after the engine made the container; gone already is fine.
-        with contextlib.suppress(EngineAPIError):
-            engine.remove_container(container_id or name)
+        # By name when create was interrupted after the engine made the container.
+        _remove_run_container(engine, container_id or name, name)
+
+
+def _remove_run_container(engine: Engine, container: str, name: str) -> None:
+    """Remove the run's container, gone already or not. An engine that stopped answering may have
+    left it: the error says so and how to remove it."""
+    try:
+        engine.remove_container(container)
+    except EngineAPIError:
+        pass
+    except DockerUnavailable as exc:
+        left = f"the test container {name} may be left: `docker rm -f {name}` once the engine answers"
+        exc.hint = "; ".join(filter(None, [exc.hint, left]))
+        raise
 
 
 def _import_report_modules() -> None:

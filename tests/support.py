@@ -6,12 +6,14 @@ Distribution) on loopback, the repos are real git repositories.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -146,3 +148,48 @@ def read_file_in_image(client: docker.DockerClient, image: str, path: str) -> st
         container.remove(force=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return tar.extractfile(tar.getmembers()[0]).read().decode()  # type: ignore[union-attr]
+
+
+class EngineProxy:
+    """A unix socket that forwards to the Docker engine until `cut()`: then, as when dockerd stops, every
+    open connection is closed under its client and the socket file is gone (a new connect: ENOENT)."""
+
+    def __init__(self, path: Path, engine: str = "/var/run/docker.sock") -> None:
+        self.path, self.engine = path, engine
+        self.address = f"unix://{path}"
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(str(path))
+        self._listener.listen(64)
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._listener.close()
+        self.path.unlink(missing_ok=True)
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # cut
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.engine)
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

@@ -8,6 +8,9 @@ and nothing left behind (no container, no image tag of the app).
 - "Registry down": registry.url names a loopback port nothing listens on, as when the registry is
   restarted; bgci retries for registry.retry_seconds (1 s here), then gives up.
 - "Bad registry URL": BGCI_REGISTRY with a scheme and a trailing slash, the commonest typo.
+- "Engine gone mid-command": DOCKER_HOST is an EngineProxy (tests/support.py) that is cut while the
+  command streams from the engine: open connections closed under bgci, the socket file gone, as when
+  dockerd stops during a Jenkins job.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import docker
 import pytest
 
 from tests.conftest import remove_app_images
-from tests.support import free_port, git, make_sample_repo, unique_app_name
+from tests.support import EngineProxy, free_port, git, make_sample_repo, unique_app_name
 
 # Exit codes (bgci.errors): 2 config, 4 Docker engine, 6 registry.
 CONFIG, ENGINE, REGISTRY = 2, 4, 6
@@ -128,3 +131,24 @@ def test_a_registry_url_with_a_scheme_is_refused_before_any_work(repo: Path,
         assert "registry.url (from BGCI_REGISTRY): 'http://127.0.0.1:5000/' is not allowed" in result.stderr
         assert "host[:port][/path] with no scheme" in result.stderr
     assert_nothing_left(docker_client, app_of(repo))
+
+
+@pytest.mark.docker
+def test_the_engine_going_away_during_a_full_build(repo: Path, tmp_path: Path) -> None:
+    proxy = EngineProxy(tmp_path / "engine.sock")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BGCI_")}
+    process = subprocess.Popen(["bgci", "build", "full", "--no-cache"], cwd=repo, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**clean, "DOCKER_HOST": proxy.address})
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # the build's log, streamed from the engine
+        seen.append(line)
+        if "Running in" in line:  # a RUN step is under way
+            break
+    proxy.cut()
+    stderr = "".join(seen) + process.stderr.read()
+    process.wait(timeout=120)
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    # docker-py reads the build stream from urllib3 itself: a broken stream is the engine gone, exit 4.
+    assert_one_line_error("build full", result, ENGINE, "full build: Docker daemon not answering")
+    # No tag: the module's teardown checks that no image of the app is tagged and no container is left.

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from bgci.router import NginxRouter
 from bgci.schedulers.local import LocalScheduler
 from bgci.state import load_state
 from tests.conftest import SampleBuild, remove_app_containers, remove_app_images
-from tests.support import Registry, commit_all, free_port, make_sample_repo, unique_app_name
+from tests.support import EngineProxy, Registry, commit_all, free_port, make_sample_repo, unique_app_name
+from tests.test_faults import ENGINE, assert_one_line_error
 from tests.test_router_nginx import NGINX, ask
 
 # A proxy that is never there: any request sent through it fails with ProxyError.
@@ -171,6 +173,44 @@ def test_a_jenkins_abort_during_a_scale_up_goes_back_to_the_old_count(
     assert f"scaling {name} back to 1 instance(s)" in stderr
     left = project.containers(docker_client, name)
     assert [c.id for c in left] == [first.id] and left[0].status == "running"
+
+
+def cut_engine_when(project: Project, args: list[str], ready: Callable[[], bool],
+                    socket_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run `bgci ARGS` through an EngineProxy and cut it (dockerd stopping) once `ready()`."""
+    proxy = EngineProxy(socket_path)
+    process = project.popen(*args, env={"DOCKER_HOST": proxy.address})
+    deadline = time.monotonic() + 60
+    while not ready() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    proxy.cut()
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.docker
+def test_the_engine_going_away_during_a_test_run_or_a_create_names_what_is_left(
+        project: Project, sample_build: SampleBuild, docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    # dockerd stops during a Jenkins job: exit 4 and one line saying so. With the engine gone, bgci cannot
+    # remove what it started; the line names it and says how (this proxy's engine lives on, so we can).
+    def running(**labels: str) -> Callable[[], bool]:
+        wanted = [f"io.bgci.app={project.app}", *(f"{k}={v}" for k, v in labels.items())]
+        return lambda: bool(docker_client.containers.list(filters={"label": wanted, "status": "running"}))
+
+    result = cut_engine_when(project, ["test", "--sha", sample_build.sha], running(**{"io.bgci.kind": "test-run"}),
+                             tmp_path / "test.sock")
+    assert_one_line_error("test", result, ENGINE, "Docker daemon not answering")
+    left = re.search(r"the test container (\S+) may be left: `docker rm -f \1`", result.stderr)
+    assert left, result.stderr
+    docker_client.containers.get(left.group(1)).remove(force=True)  # it was left, by that name
+
+    name = "lc-cut"
+    result = cut_engine_when(project, ["env", "create", "--sha", sample_build.sha, "--name", name, "--instances",
+                                       "2", "--no-preview"], running(**{"io.bgci.env": name}), tmp_path / "env.sock")
+    assert_one_line_error("env create", result, ENGINE, "Docker daemon not answering")
+    assert f"run `bgci env destroy {name}`" in result.stderr
+    ok(project.bgci("env", "destroy", name))
+    assert project.containers(docker_client, name) == []
 
 
 @pytest.mark.docker
