@@ -63,9 +63,19 @@ pass_app = click.make_pass_decorator(AppContext)
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Jenkins aborts a build with SIGTERM: raise KeyboardInterrupt instead of dying, so cleanups run."""
+    """Jenkins aborts a build with SIGTERM: raise KeyboardInterrupt instead of dying, so cleanups run.
+
+    Jenkins signals the step's process group and each process of the build, and again those still
+    there when the step has ended: only the first SIGTERM interrupts. A later one would cut short the
+    cleanup the first started; Jenkins' SIGKILL after its grace period is the hard stop.
+    """
+    interrupted = False
+
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
