@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bgci.config import ENV_NAME_PATTERN, DeploySettings, Settings
-from bgci.errors import BgciError, ConfigError, EnvironmentExists, EnvironmentFailed, EnvironmentNotFound
+from bgci.errors import (
+    BgciError,
+    ConfigError,
+    DockerUnavailable,
+    EnvironmentExists,
+    EnvironmentFailed,
+    EnvironmentNotFound,
+)
 from bgci.images import ImageRef, reference_for_sha
 from bgci.schedulers.base import Environment, EnvironmentSpec, ProgressCallback, Scheduler
 from bgci.state import user_name
@@ -196,6 +203,8 @@ class EnvironmentService:
                 self.destroy(name)
             except EnvironmentNotFound:
                 pass
+            except DockerUnavailable:  # the engine went away: the error in hand says so already
+                note = f"it could not be removed without the engine: run `bgci env destroy {name}` once it answers"
             except BgciError as cleanup_error:
                 note = f"removing it failed too ({cleanup_error}): run `bgci env destroy {name}`"
         if isinstance(exc, BgciError):
